@@ -1,0 +1,115 @@
+"""The common frame of every zoo model: features, a head, input checks."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return `value` if it is an int >= 1, else raise a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, found {value!r}")
+    return value
+
+
+def per_layer(name: str, value: object, n: int) -> list:
+    """Broadcast one value to `n` layers, or check that a sequence has `n` entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name} must have one entry per layer ({n}), found {len(value)}: {value!r}")
+        return list(value)
+    return [value] * n
+
+
+def positive_ints(name: str, values: Sequence[object]) -> list[int]:
+    """Check every entry of `values` is a positive int."""
+    return [check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+class ZooModel(nn.Module):
+    """Backbone `features` followed by a `head`; subclasses build `features`.
+
+    With `head="pixel"` the output is (N, num_classes, H, W) for an (N, in_channels, H, W) input.
+    Models whose features are smaller than the input (`output_stride > 1`: the strided
+    baselines) apply the 1x1 classifier at their low resolution and then upsample its logits
+    bilinearly (align_corners=False) to exactly H x W. With `head="classify"` the output is
+    (N, num_classes).
+    """
+
+    output_stride: int = 1
+
+    def __init__(self, in_channels: int, num_classes: int, head: str) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, found {head!r}")
+        self.head_type = head
+
+    @property
+    def full_resolution(self) -> bool:
+        """True when every feature map keeps the input's height and width."""
+        return self.output_stride == 1
+
+    def _finish(self, feature_channels: int) -> None:
+        """Attach the head and initialise weights; call at the end of a subclass's __init__."""
+        self.feature_channels = feature_channels
+        self.head = make_head(self.head_type, feature_channels, self.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError unless `x` is a float (N, in_channels, H, W) tensor."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, found {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"expected a 4-D input (N, {self.in_channels}, H, W), found shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channel(s), found {x.shape[1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point input, found {x.dtype}; convert and normalise images first"
+            )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map, before the head."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        out = self.head(self.forward_features(x))
+        if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
+def classifier_to_segmenter(model: ZooModel) -> ZooModel:
+    """A copy of a `head="classify"` model whose linear layer became a per-pixel 1x1 convolution.
+
+    For full-resolution models the spatial mean of the new pixel logits equals the classifier's
+    logits exactly (the head is linear and the pooling was a mean).
+    """
+    if not isinstance(model, ZooModel) or model.head_type != "classify":
+        raise ValueError("expected a zoo model built with head='classify'")
+    seg = copy.deepcopy(model)
+    seg.head = pixel_head_from_classifier(model.head)
+    seg.head_type = "pixel"
+    return seg
