@@ -1,0 +1,57 @@
+"""The model table of the README: `python -m zoo.summary` prints it as markdown."""
+
+from __future__ import annotations
+
+import argparse
+
+from zoo.registry import create_model, list_models
+from zoo.rf import receptive_field
+
+
+def count_parameters(model) -> int:
+    """Trainable parameters (weights, biases, BN gamma/beta)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def model_rows(pattern: str | None = None) -> list[dict]:
+    """One dict per registered model: parameters, receptive field, downsampling."""
+    rows = []
+    for name in list_models(pattern):
+        model = create_model(name)
+        seed_form = create_model(name, in_channels=3, num_classes=10, head="classify")
+        rows.append(
+            {
+                "model": name,
+                "params": count_parameters(model),
+                "params_cifar": count_parameters(seed_form),
+                "receptive_field": receptive_field(model).size,
+                "output_stride": model.output_stride,
+                "downsampling": not model.full_resolution,
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Render `model_rows()` as a markdown table."""
+    lines = [
+        "| model | params (M2NIST: 1 in, 11 classes, pixel head) | params (CIFAR: 3 in, 10 classes, GAP+FC) "
+        "| receptive field | downsampling |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        down = f"yes (output stride {r['output_stride']})" if r["downsampling"] else "no"
+        lines.append(
+            f"| `{r['model']}` | {r['params']:,} | {r['params_cifar']:,} | {r['receptive_field']} | {down} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'vgg4_*'")
+    print(markdown(model_rows(parser.parse_args(argv).pattern)))
+
+
+if __name__ == "__main__":
+    main()
