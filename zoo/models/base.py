@@ -33,6 +33,18 @@ def positive_ints(name: str, values: Sequence[object]) -> list[int]:
     return [check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values)]
 
 
+def layer_ints(name: str, value: object, n: int) -> list[int]:
+    """One positive int per layer, from a single int or a sequence of `n`."""
+    return positive_ints(name, per_layer(name, value, n))
+
+
+def check_widths(widths: object) -> list[int]:
+    """A non-empty sequence of positive channel counts."""
+    if not isinstance(widths, (list, tuple)) or not widths:
+        raise ValueError(f"widths must be a non-empty sequence of ints, found {widths!r}")
+    return positive_ints("widths", widths)
+
+
 class ZooModel(nn.Module):
     """Backbone `features` followed by a `head`; subclasses build `features`.
 

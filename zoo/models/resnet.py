@@ -11,13 +11,14 @@ the start of stages 2-4 (output stride 8). Convolutions have no bias (BN follows
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from zoo.layers.conv import ConvBNAct, same_padding
-from zoo.models.base import ZooModel, per_layer, positive_ints
+from zoo.models.base import ZooModel, check_widths, layer_ints, positive_ints
 from zoo.registry import register_model
 
 RESNET_SMALL_WIDTHS = (16, 24, 32, 48)
@@ -71,13 +72,11 @@ class ResNet(ZooModel):
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)
-        if not isinstance(widths, (list, tuple)) or not widths:
-            raise ValueError(f"widths must be a non-empty sequence of ints, found {widths!r}")
-        widths = positive_ints("widths", widths)
+        widths = check_widths(widths)
         n = len(widths)
-        blocks = positive_ints("blocks", per_layer("blocks", blocks, n))
-        strides = positive_ints("strides", per_layer("strides", strides, n))
-        dilations = positive_ints("dilations", per_layer("dilations", dilations, n))
+        blocks = layer_ints("blocks", blocks, n)
+        strides = layer_ints("strides", strides, n)
+        dilations = layer_ints("dilations", dilations, n)
         tail_dilations = positive_ints("tail_dilations", list(tail_dilations))
 
         layers: list[nn.Module] = [ConvBNAct(in_channels, widths[0], 3, bias=False)]
@@ -88,9 +87,7 @@ class ResNet(ZooModel):
             prev = w
         layers += [ConvBNAct(prev, prev, 3, dilation=d, bias=False) for d in tail_dilations]
         self.features = nn.Sequential(*layers)
-        self.output_stride = 1
-        for s in strides:
-            self.output_stride *= s
+        self.output_stride = math.prod(strides)
         self._finish(prev)
 
 

@@ -11,13 +11,14 @@ Layer table of the 4-layer VGGs (every conv: "same" padding, bias, BatchNorm, Re
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch.nn as nn
 
 from zoo.layers.conv import ConvBNAct
 from zoo.layers.shift_stitch import ShiftStitch
-from zoo.models.base import ZooModel, check_positive_int, per_layer, positive_ints
+from zoo.models.base import ZooModel, check_positive_int, check_widths, layer_ints, per_layer
 from zoo.registry import register_model
 
 POOLS = (None, "max", "stitch")
@@ -81,16 +82,14 @@ class VGG(ZooModel):
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)
-        if not isinstance(widths, (list, tuple)) or not widths:
-            raise ValueError(f"widths must be a non-empty sequence of ints, found {widths!r}")
-        widths = positive_ints("widths", widths)
+        widths = check_widths(widths)
         n = len(widths)
-        kernel_sizes = positive_ints("kernel_sizes", per_layer("kernel_sizes", kernel_sizes, n))
+        kernel_sizes = layer_ints("kernel_sizes", kernel_sizes, n)
         for i, k in enumerate(kernel_sizes):
             if k % 2 == 0:
                 raise ValueError(f"kernel_sizes[{i}] must be odd to keep the size, found {k}")
-        dilations = positive_ints("dilations", per_layer("dilations", dilations, n))
-        strides = positive_ints("strides", per_layer("strides", strides, n))
+        dilations = layer_ints("dilations", dilations, n)
+        strides = layer_ints("strides", strides, n)
         depthwise = per_layer("depthwise", depthwise, n)
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, found {pool!r}")
@@ -111,9 +110,7 @@ class VGG(ZooModel):
             layers.append(ConvBNAct(prev, w, k, s, d, groups=prev if dw else 1, norm=act, act=act))
             prev = w
         self.features = _assemble(layers, pool, pool_at, pool_size)
-        self.output_stride = 1
-        for s in strides:
-            self.output_stride *= s
+        self.output_stride = math.prod(strides)
         if pool == "max":
             self.output_stride *= pool_size ** len(pool_at)
         self._finish(prev)
