@@ -1,0 +1,129 @@
+"""Training: metrics against hand counts, a tiny end-to-end fit, checkpoints, the CLI's configs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pl = pytest.importorskip("pytorch_lightning")
+
+import zoo  # noqa: E402
+from zoo.data import M2NISTDataModule  # noqa: E402
+from zoo.losses import median_frequency_weights  # noqa: E402
+from zoo.metrics import SegmentationMetrics, scores_from_confusion  # noqa: E402
+from zoo.module import SegmentationModule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_metrics_against_hand_counts():
+    # 3 classes, background = 2. Truth and prediction over 10 pixels:
+    truth = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2])
+    preds = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 0])
+    # class 0: TP 2, FP 1 (last pixel), FN 1 -> IoU 2/4
+    # class 1: TP 1, FP 1, FN 1 -> IoU 1/3
+    # class 2: TP 4, FP 1, FN 1 -> IoU 4/6
+    m = SegmentationMetrics(num_classes=3, background=2)
+    m.update(preds[:4], truth[:4])  # two updates: one matrix over the whole split
+    m.update(preds[4:], truth[4:])
+    s = m.compute()
+    torch.testing.assert_close(s["iou"], torch.tensor([0.5, 1 / 3, 4 / 6], dtype=torch.float64))
+    assert s["pixel_acc"].item() == pytest.approx(7 / 10)
+    assert s["miou"].item() == pytest.approx((0.5 + 1 / 3 + 4 / 6) / 3)
+    assert s["digit_miou"].item() == pytest.approx((0.5 + 1 / 3) / 2)
+
+
+def test_whole_split_is_not_a_mean_of_images():
+    # image A: class 0 perfect on 1 pixel; image B: class 0 found on 1 of 9 pixels
+    conf = torch.zeros(2, 2)
+    conf[0, 0] = 1 + 1
+    conf[0, 1] = 8
+    conf[1, 1] = 10
+    assert scores_from_confusion(conf, background=1)["iou"][0].item() == pytest.approx(2 / 10)
+
+
+def test_absent_class_is_left_out_of_means():
+    conf = torch.tensor([[3.0, 0, 0], [0, 0, 0], [0, 0, 5]])
+    s = scores_from_confusion(conf, background=2)
+    assert torch.isnan(s["iou"][1]) and s["digit_miou"].item() == 1.0
+
+
+def test_median_frequency_weights():
+    labels = torch.tensor([0] * 1 + [1] * 3 + [2] * 6)  # freq .1 .3 .6, median .3
+    torch.testing.assert_close(median_frequency_weights(labels, 4), torch.tensor([3.0, 1.0, 0.5, 0.0]))
+
+
+def tiny_data(**kw):
+    return M2NISTDataModule(data_dir=None, batch_size=8, train_size=16, val_size=8, test_size=8, **kw)
+
+
+@pytest.mark.parametrize("loss, weights, optimizer", [("ce", None, "adamw"), ("ce+dice", "median_frequency", "sgd")])
+def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
+    pl.seed_everything(0)
+    module = SegmentationModule(
+        "vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, optimizer=optimizer
+    )
+    trainer = pl.Trainer(
+        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+    )
+    data = tiny_data()
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer.fit(module, datamodule=data)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
+    trainer.test(module, datamodule=data)
+    scores = module.test_scores
+    assert set(scores) == {"pixel_acc", "iou", "miou", "digit_miou"} and len(scores["iou"]) == 11
+
+    ckpt = tmp_path / "last.ckpt"
+    reloaded = SegmentationModule.load_from_checkpoint(ckpt, weights_only=True).eval()
+    assert reloaded.hparams.arch == "vgg4_dilated" and reloaded.hparams.loss == loss
+    x = torch.rand(2, 1, 64, 84)
+    module.eval()
+    torch.testing.assert_close(reloaded(x), module(x))
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+    from zoo.module import NonFiniteLossError
+
+    module = SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr=1e30, schedule="none", optimizer="sgd")
+    trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)"):
+        trainer.fit(module, datamodule=tiny_data())
+
+
+def test_bad_module_arguments():
+    with pytest.raises(ValueError, match="unknown model"):
+        SegmentationModule("vgg4_dilatd")
+    with pytest.raises(ValueError, match="loss"):
+        SegmentationModule(loss="focal")
+    with pytest.raises(ValueError, match="class_weights needs 11"):
+        SegmentationModule(class_weights=[1.0, 2.0])
+
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_every_model_has_a_config():
+    names = {p.stem for p in CONFIGS}
+    assert set(zoo.list_models()) <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_parses_and_instantiates(config):
+    from zoo.cli import SegmentationModule as Module
+    from zoo.cli import ZooCLI
+
+    cli = ZooCLI(Module, M2NISTDataModule, args=["--config", str(config), "--trainer.logger", "false"], run=False)
+    arch = cli.model.hparams.arch
+    assert zoo.is_model(arch)
+    assert config.stem in (arch, "default")
+    assert isinstance(cli.model.model, zoo.ZooModel)
+
+
+def test_cli_unknown_model_is_one_line_error(capsys):
+    from zoo.cli import main
+
+    assert main(["fit", "--model.arch", "vgg4_dilatd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: unknown model 'vgg4_dilatd'") and "vgg4_dilated" in err[-1]

@@ -1,0 +1,151 @@
+"""The Lightning module: any registered model, a segmentation loss, whole-split metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+
+from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
+from zoo.losses import median_frequency_weights, segmentation_loss
+from zoo.metrics import SegmentationMetrics, format_table
+from zoo.registry import create_model
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine", "none")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class SegmentationModule(pl.LightningModule):
+    """Train, validate and test a registered zoo model on per-pixel labels.
+
+    Hyperparameters are plain values, so `load_from_checkpoint(path, weights_only=True)` rebuilds
+    the model from `arch` and `model_kwargs`.
+
+    Args:
+        arch: a name from `zoo.list_models()`.
+        model_kwargs: keyword arguments for `zoo.create_model` (num_classes defaults to 11).
+        loss: "ce" (cross-entropy) or "ce+dice".
+        class_weights: None, "median_frequency" (from the training labels) or one float per class.
+        optimizer: "adamw" or "sgd" (momentum 0.9, nesterov).
+        lr, weight_decay: optimizer settings; `lr` is the peak rate of the schedule.
+        schedule: "onecycle" (warm-up then cosine decay), "cosine" or "none".
+        channels_last: use the channels_last memory format (default: on CUDA only).
+        compile: wrap the model in `torch.compile`.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vgg4_dilated",
+        model_kwargs: dict | None = None,
+        loss: str = "ce",
+        class_weights: str | list[float] | None = None,
+        optimizer: str = "adamw",
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        schedule: str = "onecycle",
+        channels_last: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in ("ce", "ce+dice"):
+            raise ValueError(f"loss must be 'ce' or 'ce+dice', found {loss!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, found {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, found {schedule!r}")
+        if not (isinstance(class_weights, (list, tuple)) or class_weights in (None, "median_frequency")):
+            raise ValueError(f"class_weights must be None, 'median_frequency' or a list, found {class_weights!r}")
+        self.save_hyperparameters()
+        kwargs = {"num_classes": NUM_CLASSES, **(model_kwargs or {})}
+        self.model = create_model(arch, **kwargs)
+        self.num_classes = self.model.num_classes
+        weights = None
+        if isinstance(class_weights, (list, tuple)):
+            if len(class_weights) != self.num_classes:
+                raise ValueError(f"class_weights needs {self.num_classes} values, found {len(class_weights)}")
+            weights = torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weight", weights, persistent=False)
+        background = BACKGROUND if self.num_classes == NUM_CLASSES else None
+        self.val_metrics = SegmentationMetrics(self.num_classes, background)
+        self.test_metrics = SegmentationMetrics(self.num_classes, background)
+        self.test_scores: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.class_weights == "median_frequency" and self.class_weight is None:
+            labels = torch.from_numpy(self.trainer.datamodule.splits["train"][1])
+            self.class_weight = median_frequency_weights(labels, self.num_classes).to(self.device)
+        use_cl = self.hparams.channels_last
+        if use_cl or (use_cl is None and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"):
+            self.model.to(memory_format=torch.channels_last)
+        if self.hparams.compile:
+            self.model = torch.compile(self.model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        loss = segmentation_loss(self(images), masks, self.hparams.loss, self.class_weight)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "stopping (the last good checkpoint is kept). Try a lower --model.lr."
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def _eval_step(self, batch, metrics: SegmentationMetrics, prefix: str) -> None:
+        images, masks = batch
+        logits = self(images)
+        loss = segmentation_loss(logits, masks, self.hparams.loss, self.class_weight)
+        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(images))
+        metrics.update(logits, masks)
+
+    def _log_scores(self, metrics: SegmentationMetrics, prefix: str) -> dict:
+        scores = metrics.compute()
+        metrics.reset()
+        for key in ("pixel_acc", "miou", "digit_miou"):
+            self.log(f"{prefix}/{key}", scores[key].float(), prog_bar=key == "digit_miou")
+        return scores
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores(self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        scores = self._log_scores(self.test_metrics, "test")
+        for c, v in enumerate(scores["iou"]):
+            self.log(f"test/iou_{c}", v.float())
+        self.test_scores = {k: v.tolist() for k, v in scores.items()}
+        if self.trainer.is_global_zero:
+            print(f"\ntest split, {self.hparams.arch}:\n{format_table(scores)}")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(images).argmax(1)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = self.model.parameters()
+        if h.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=h.lr, momentum=0.9, nesterov=True, weight_decay=h.weight_decay)
+        if h.schedule == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if h.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=total, pct_start=0.15)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
