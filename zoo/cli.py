@@ -7,14 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.module import NonFiniteLossError, SegmentationModule
-from zoo.registry import is_model, list_models
 
 RUNS = Path("checkpoints") / "runs"
 
@@ -27,13 +25,9 @@ class ZooCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        arch = cfg.model.arch
-        if not is_model(arch):
-            from zoo.registry import _check_name
-
-            _check_name(arch)  # raises with the closest names
+        # an unknown arch is reported by create_model, with the closest names
         if not cfg.trainer.default_root_dir:
-            cfg.trainer.default_root_dir = str(RUNS / arch)
+            cfg.trainer.default_root_dir = str(RUNS / cfg.model.arch)
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from zoo.data.generate import DEFAULT_SIZES, SPLITS, generate_splits, read_splits
 from zoo.data.m2nist import IMAGES_FILE, load_m2nist
 from zoo.preprocess import normalize
 
-log = logging.getLogger(__name__)
 
 Split = tuple[np.ndarray, np.ndarray]
 
