@@ -215,7 +215,9 @@ def test_cli_generate_and_show(tmp_path, capsys):
     assert data_cli(["show", "--data", str(out), "--out", str(png), "--count", "4"]) == 0
     text = capsys.readouterr().out
     assert png.read_bytes()[:4] == b"\x89PNG" and "background" in text and "%" in text
-    assert data_cli(["show", "--data", str(tmp_path / "empty"), "--out", str(png)]) == 0
+    # a folder that is not the built-in default must hold the files: no silent generation
+    assert data_cli(["show", "--data", str(tmp_path / "empty"), "--out", str(png)]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_dataset_tensors(small):
@@ -227,7 +229,6 @@ def test_dataset_tensors(small):
 
 
 def test_augmentation_keeps_labels_on_ink(small):
-    from scipy.ndimage import binary_dilation
 
     from zoo.data import train_transform
 
@@ -240,11 +241,8 @@ def test_augmentation_keeps_labels_on_ink(small):
         digit = y != BACKGROUND
         assert set(np.unique(y)) <= set(range(11))
         assert (x[digit] > 0).all(), "a digit label on a blank pixel"
-        # ink under a background label: bright only at digit edges (image bilinear, mask
-        # nearest); elsewhere at most a faint smear from the elastic/grid resampling
-        stray = (x > 0) & ~digit
-        far = stray & ~binary_dilation(digit, iterations=2)
-        assert far.sum() <= 0.01 * (~digit).sum() and (x[far] < 0.1).all()
+        # as in real M2NIST: background exactly where the image is 0, after any warp
+        assert (x[~digit] == 0).all(), "ink under a background label"
         changed += not np.array_equal(y, small["train"][1][i])
     assert changed > len(ds) // 2
 
@@ -265,7 +263,9 @@ def test_datamodule_workers_reproducible(tmp_path):
 
     def batches():
         torch.manual_seed(0)
-        dm = M2NISTDataModule(data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8)
+        dm = M2NISTDataModule(
+            data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8
+        )
         dm.setup()
         return [b for b in dm.train_dataloader()]
 

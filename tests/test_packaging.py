@@ -1,4 +1,4 @@
-"""`pip install .` (a real wheel, not editable) gives a working `import zoo`."""
+"""`pip install .` (a real wheel, not editable) gives a working `import zoo`, weights included."""
 
 import os
 import subprocess
@@ -6,14 +6,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def test_every_package_is_listed_in_pyproject():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "zoo").rglob("__init__.py")}
+    assert found <= listed and "zoo.pretrained" in listed
+
+
 @pytest.mark.slow
-def test_wheel_installs_into_fresh_venv(tmp_path):
+def test_wheel_installs_into_fresh_venv_with_weights(tmp_path):
     venv = tmp_path / "venv"
-    # system site-packages only lends torch/numpy; zoo itself must come from the wheel
+    # system site-packages only lends torch/numpy/safetensors; zoo itself must come from the wheel
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
     wheels = tmp_path / "wheels"
@@ -21,14 +28,21 @@ def test_wheel_installs_into_fresh_venv(tmp_path):
         [str(py), "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)], check=True
     )
     (wheel,) = wheels.glob("fullres_zoo-*.whl")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True)
-    code = (
-        "import torch, zoo; "
-        "assert zoo.__file__.startswith(%r), zoo.__file__; "
-        "m = zoo.create_model('vgg4_dilated'); "
-        "print(tuple(m(torch.rand(2, 1, 64, 84)).shape))" % str(venv)
-    )
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
+    code = f"""
+import torch, zoo
+assert zoo.__file__.startswith({str(venv)!r}), zoo.__file__
+names = zoo.list_models(pretrained=True)
+assert "vgg4_dilated" in names, names
+m = zoo.create_model("vgg4_dilated", pretrained=True)
+assert "site-packages" in str(zoo.hub.weights_dir()), zoo.hub.weights_dir()
+print(tuple(m(torch.rand(2, 1, 64, 84)).shape), len(names))
+"""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([str(py), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(py), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(2, 11, 64, 84)"
+    shape, count = out.stdout.strip().rsplit(" ", 1)
+    assert shape == "(2, 11, 64, 84)"
+    assert int(count) == len(list((ROOT / "checkpoints").glob("*.safetensors")))

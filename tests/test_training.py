@@ -57,14 +57,19 @@ def tiny_data(**kw):
     return M2NISTDataModule(data_dir=None, batch_size=8, train_size=16, val_size=8, test_size=8, **kw)
 
 
-@pytest.mark.parametrize("loss, weights, optimizer", [("ce", None, "adamw"), ("ce+dice", "median_frequency", "sgd")])
+@pytest.mark.parametrize(
+    "loss, weights, optimizer", [("ce", None, "adamw"), ("ce+dice", "median_frequency", "sgd")]
+)
 def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
     pl.seed_everything(0)
     module = SegmentationModule(
         "vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, optimizer=optimizer
     )
     trainer = pl.Trainer(
-        max_epochs=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+        max_epochs=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
     )
     data = tiny_data()
@@ -86,7 +91,9 @@ def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     from zoo.module import NonFiniteLossError
 
-    module = SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr=1e30, schedule="none", optimizer="sgd")
+    module = SegmentationModule(
+        "vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr=1e30, schedule="none", optimizer="sgd"
+    )
     trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)"):
         trainer.fit(module, datamodule=tiny_data())
@@ -114,7 +121,9 @@ def test_config_parses_and_instantiates(config):
     from zoo.cli import SegmentationModule as Module
     from zoo.cli import ZooCLI
 
-    cli = ZooCLI(Module, M2NISTDataModule, args=["--config", str(config), "--trainer.logger", "false"], run=False)
+    cli = ZooCLI(
+        Module, M2NISTDataModule, args=["--config", str(config), "--trainer.logger", "false"], run=False
+    )
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
     assert config.stem in (arch, "default")

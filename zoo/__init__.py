@@ -1,9 +1,11 @@
 """fullres-zoo: semantic segmentation with convolutional networks that never downsample."""
 
-from zoo import layers, models
+from zoo import hub, layers, models
+from zoo.checkpoint import export, load
+from zoo.inference import export_onnx, predict
 from zoo.models import ZooModel, classifier_to_segmenter
-from zoo.rf import receptive_field
 from zoo.registry import create_model, is_model, list_models, model_arguments, register_model
+from zoo.rf import effective_receptive_field, receptive_field
 
 __version__ = "0.1.0"
 
@@ -11,6 +13,12 @@ __all__ = [
     "ZooModel",
     "classifier_to_segmenter",
     "create_model",
+    "export",
+    "export_onnx",
+    "hub",
+    "load",
+    "predict",
+    "effective_receptive_field",
     "is_model",
     "layers",
     "list_models",

@@ -4,30 +4,56 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from zoo.callbacks import MagnitudePruning
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.module import NonFiniteLossError, SegmentationModule
 
 RUNS = Path("checkpoints") / "runs"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+REPORT_IMAGES = 8
+
+
+def gpu_precision() -> str | None:
+    """bf16 autocast where the GPU has it, fp16 autocast on older GPUs, None (fp32) on CPU."""
+    if not torch.cuda.is_available():
+        return None
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
 class ZooCLI(LightningCLI):
     """`fit` trains, keeps the best (val digit mIoU) and last checkpoints, then tests the best."""
 
+    def __init__(self, *args, command: str = "", **kwargs) -> None:
+        self.command = command  # recorded in results.json
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit"
+        )
+        parser.add_lightning_class_args(MagnitudePruning, "pruning")
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         # an unknown arch is reported by create_model, with the closest names
         if not cfg.trainer.default_root_dir:
             cfg.trainer.default_root_dir = str(RUNS / cfg.model.arch)
+        if cfg.trainer.precision is None and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
+            cfg.trainer.precision = gpu_precision()
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
@@ -52,7 +78,11 @@ class ZooCLI(LightningCLI):
         trainer_cfg["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
+    def before_fit(self) -> None:
+        self.fit_started = time.perf_counter()
+
     def after_fit(self) -> None:
+        self.fit_seconds = time.perf_counter() - self.fit_started
         if self.config[self.subcommand].get("test_after_fit", True):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
             self.write_results()
@@ -61,43 +91,73 @@ class ZooCLI(LightningCLI):
         self.write_results()
 
     def write_results(self) -> None:
+        """results.json (arch, data, parameters, test scores) and results.png (curves, predictions)."""
         if not self.trainer.is_global_zero or self.model.test_scores is None:
             return
         root = Path(self.trainer.default_root_dir)
         ckpt = self.trainer.checkpoint_callback
-        scores = self.model.test_scores
+        pruning = next((c for c in self.trainer.callbacks if isinstance(c, MagnitudePruning)), None)
+        params = list(self.model.model.parameters())
         results = {
             "arch": self.model.hparams.arch,
+            "command": self.command,
             "model_kwargs": self.model.hparams.model_kwargs or {},
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "nonzero_parameters": int(sum((p != 0).sum().item() for p in self.model.parameters())),
+            "parameters": sum(p.numel() for p in params),
+            "nonzero_parameters": int(sum((p != 0).sum().item() for p in params)),
+            "pruning": {"amount": pruning.target, "start_epoch": pruning.start_epoch} if pruning else None,
             "epochs": self.trainer.current_epoch,
+            "fit_seconds": round(getattr(self, "fit_seconds", 0.0), 1) or None,
             "best_checkpoint": str(ckpt.best_model_path) if ckpt else None,
             "data": self.datamodule.source,
-            "test": scores,
+            "test": self.model.test_scores,
         }
         path = root / "results.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results: {path}")
+        csv = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if csv is not None:
+            csv.save()
+            png = self.write_report(root / "results.png", Path(csv.log_dir) / "metrics.csv")
+            print(f"report: {png}")
+
+    def write_report(self, path: Path, metrics_csv: Path) -> Path:
+        from zoo.viz import save_training_report
+
+        images, labels = (a[:REPORT_IMAGES] for a in self.datamodule.splits["test"])
+        batch = torch.stack([self.datamodule.dataset("test")[i][0] for i in range(len(images))])
+        model = self.model.eval()
+        with torch.no_grad():
+            predictions = model(batch.to(model.device)).argmax(1).cpu().numpy()
+        digit_miou = self.model.test_scores["digit_miou"]
+        title = f"{self.model.hparams.arch}: test digit mIoU {digit_miou:.3f}"
+        return save_training_report(
+            path, metrics_csv, np.asarray(images), np.asarray(labels), predictions, title
+        )
 
 
 def main(argv: list[str] | None = None, **cli_kwargs) -> int:
-    """Run the CLI; with no arguments, fit the default model (then test it)."""
+    """Run the CLI; with no arguments, fit the default model (then test it).
+
+    `cli_kwargs` go to `ZooCLI`; `trainer_defaults` given there extend the defaults below.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["fit", "--config", str(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")]
-        if not Path(argv[-1]).is_file():
-            argv = ["fit"]
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["fit", "--config", str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else ["fit"]
+    elif argv is None:
+        args = None  # LightningCLI reads sys.argv itself
+    command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
+    trainer_defaults = {"max_epochs": 10, "deterministic": "warn", **cli_kwargs.pop("trainer_defaults", {})}
     try:
         ZooCLI(
             SegmentationModule,
             M2NISTDataModule,
-            args=argv,
+            args=args,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"max_epochs": 10, "deterministic": "warn"},
+            trainer_defaults=trainer_defaults,
             auto_configure_optimizers=False,
+            command=command,
             **cli_kwargs,
         )
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:

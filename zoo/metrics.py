@@ -9,7 +9,9 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from zoo.data.m2nist import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 
 
-def scores_from_confusion(confusion: torch.Tensor, background: int | None = BACKGROUND) -> dict[str, torch.Tensor]:
+def scores_from_confusion(
+    confusion: torch.Tensor, background: int | None = BACKGROUND
+) -> dict[str, torch.Tensor]:
     """Pixel accuracy, IoU per class, mean IoU and mean IoU without `background`.
 
     Args:

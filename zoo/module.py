@@ -58,8 +58,14 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, found {optimizer!r}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, found {schedule!r}")
+        if not lr > 0 or not weight_decay >= 0:
+            raise ValueError(
+                f"lr must be > 0 and weight_decay >= 0, found lr={lr}, weight_decay={weight_decay}"
+            )
         if not (isinstance(class_weights, (list, tuple)) or class_weights in (None, "median_frequency")):
-            raise ValueError(f"class_weights must be None, 'median_frequency' or a list, found {class_weights!r}")
+            raise ValueError(
+                f"class_weights must be None, 'median_frequency' or a list, found {class_weights!r}"
+            )
         self.save_hyperparameters()
         kwargs = {"num_classes": NUM_CLASSES, **(model_kwargs or {})}
         self.model = create_model(arch, **kwargs)
@@ -80,7 +86,9 @@ class SegmentationModule(pl.LightningModule):
             labels = torch.from_numpy(self.trainer.datamodule.splits["train"][1])
             self.class_weight = median_frequency_weights(labels, self.num_classes).to(self.device)
         use_cl = self.hparams.channels_last
-        if use_cl or (use_cl is None and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"):
+        if use_cl or (
+            use_cl is None and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        ):
             self.model.to(memory_format=torch.channels_last)
         if self.hparams.compile:
             self.model = torch.compile(self.model)
@@ -147,5 +155,7 @@ class SegmentationModule(pl.LightningModule):
         if h.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=total, pct_start=0.15)
         else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+            )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

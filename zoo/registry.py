@@ -71,11 +71,24 @@ def model_arguments(name: str) -> dict[str, inspect.Parameter]:
 def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a registered model by name, forwarding keyword arguments to its family.
 
+    The model records `arch` and `model_kwargs`, so it can be saved and rebuilt.
+
     Args:
-        name: a name from `list_models()`.
-        pretrained: load the weights shipped in `checkpoints/` (see `list_models(pretrained=True)`).
+        name: a name from `list_models()`; with `pretrained`, optionally `name.tag`.
+        pretrained: load the weights shipped with the package (see `list_models(pretrained=True)`);
+            the model is built with the keyword arguments recorded in their model card.
         **kwargs: family arguments (in_channels, num_classes, head, widths, dilations, ...).
     """
+    card = None
+    if pretrained:
+        from zoo.hub import pretrained_card, split_tag
+
+        name, tag = split_tag(name)
+        _check_name(name)
+        card = pretrained_card(f"{name}.{tag}")
+        kwargs = {**card["model_kwargs"], **kwargs}
+    elif isinstance(name, str) and "." in name:
+        raise ValueError(f"{name!r}: a '.tag' names pretrained weights; pass pretrained=True")
     fn = _check_name(name)
     accepted = model_arguments(name)
     unknown = sorted(set(kwargs) - set(accepted))
@@ -85,8 +98,10 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
             f"accepted: {', '.join(accepted)}"
         )
     model = fn(**kwargs)
+    model.arch, model.model_kwargs = name, dict(kwargs)
     if pretrained:
         from zoo.hub import load_pretrained
 
-        load_pretrained(model, name)
+        load_pretrained(model, f"{name}.{tag}")
+        model.card = card
     return model

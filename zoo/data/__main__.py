@@ -9,20 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.generate import DEFAULT_SIZES, write_generated
-from zoo.data.m2nist import BACKGROUND, CLASS_NAMES, NUM_CLASSES, load_m2nist
+from zoo.data.m2nist import CLASS_NAMES, NUM_CLASSES, load_m2nist
 from zoo.data.module import load_splits
-
-# tab10-like colours per digit, black background
-PALETTE = np.array(
-    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207], [0, 0, 0]],
-    dtype=np.uint8,
-)
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Label map (..., H, W) -> RGB uint8 (..., H, W, 3); background black."""
-    return PALETTE[labels]
+from zoo.viz import save_grid
 
 
 def class_frequencies(labels: np.ndarray) -> np.ndarray:
@@ -30,34 +19,12 @@ def class_frequencies(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labels.ravel(), minlength=NUM_CLASSES) / labels.size
 
 
-def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, columns: int = 4) -> Path:
-    """A PNG of image | coloured mask pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(images)
-    rows = (n + columns - 1) // columns
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(2.2 * 2 * columns, 1.8 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i in range(n):
-        r, c = divmod(i, columns)
-        axes[r, 2 * c].imshow(images[i], cmap="gray", vmin=0, vmax=255)
-        axes[r, 2 * c + 1].imshow(colorize(labels[i]))
-        digits = sorted({int(v) for v in np.unique(labels[i]) if v != BACKGROUND})
-        axes[r, 2 * c + 1].set_title(" ".join(map(str, digits)), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write a generated M2NIST (combined.npy, segmented.npy, splits.json)")
+    gen = sub.add_parser(
+        "generate", help="write a generated M2NIST (combined.npy, segmented.npy, splits.json)"
+    )
     gen.add_argument("--out", default="datasets/m2nist")
     gen.add_argument("--seed", type=int, default=0)
     for split, n in DEFAULT_SIZES.items():
@@ -74,14 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             sizes = {s: getattr(args, s) for s in DEFAULT_SIZES}
-            out = write_generated(args.out, sizes, seed=args.seed, digits=args.digits, one_hot=not args.label_map)
+            out = write_generated(
+                args.out, sizes, seed=args.seed, digits=args.digits, one_hot=not args.label_map
+            )
             print(f"wrote {sum(sizes.values())} images to {out}/ (combined.npy, segmented.npy, splits.json)")
             return 0
         if Path(args.data, "combined.npy").is_file():
             images, labels = load_m2nist(args.data)
             print(f"read {len(images)} images from {args.data}")
         else:
-            splits, source = load_splits(args.data, seed=args.seed)
+            splits, source = load_splits(Path(args.data), seed=args.seed)
             images = np.concatenate([splits[s][0] for s in splits])
             labels = np.concatenate([splits[s][1] for s in splits])
             print(source)

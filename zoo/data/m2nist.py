@@ -30,7 +30,9 @@ def _read_npy(path: Path) -> np.ndarray:
         # allow_pickle=False: an .npy holding Python objects must never run code on load
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise M2NISTFormatError(f"{path}: not a readable .npy array (truncated or another format): {e}") from e
+        raise M2NISTFormatError(
+            f"{path}: not a readable .npy array (truncated or another format): {e}"
+        ) from e
 
 
 def _check_hw(path: Path, shape: tuple, size: tuple[int, int] | None) -> None:
@@ -75,9 +77,7 @@ def masks_to_labels(masks: np.ndarray, path: Path | str = "masks") -> np.ndarray
             raise M2NISTFormatError(f"{path}: a label map must hold whole numbers, found fractions")
         lo, hi = (masks.min(), masks.max()) if masks.size else (0, 0)
         if lo < 0 or hi > BACKGROUND:
-            raise M2NISTFormatError(
-                f"{path}: label values must lie in 0..{BACKGROUND}, found {lo}..{hi}"
-            )
+            raise M2NISTFormatError(f"{path}: label values must lie in 0..{BACKGROUND}, found {lo}..{hi}")
         return masks.astype(np.uint8)
     raise M2NISTFormatError(
         f"{path}: expected masks of shape (N, H, W, {NUM_CLASSES}) or (N, H, W), found shape {masks.shape}"
@@ -100,7 +100,9 @@ def load_m2nist(
     images_path, masks_path = directory / IMAGES_FILE, directory / MASKS_FILE
     images, masks = _read_npy(images_path), _read_npy(masks_path)
     if images.ndim != 3:
-        raise M2NISTFormatError(f"{images_path}: expected images of shape (N, H, W), found shape {images.shape}")
+        raise M2NISTFormatError(
+            f"{images_path}: expected images of shape (N, H, W), found shape {images.shape}"
+        )
     if images.dtype != np.uint8:
         raise M2NISTFormatError(f"{images_path}: expected dtype uint8 (0..255), found {images.dtype}")
     _check_hw(images_path, images.shape, size)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from zoo.data.generate import DEFAULT_SIZES, SPLITS, generate_splits, read_splits
-from zoo.data.m2nist import IMAGES_FILE, load_m2nist
+from zoo.data.m2nist import BACKGROUND, IMAGES_FILE, load_m2nist
 from zoo.preprocess import normalize
-
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -19,33 +18,75 @@ Split = tuple[np.ndarray, np.ndarray]
 class M2NISTDataset(Dataset):
     """Images uint8 (N, H, W) and labels uint8 (N, H, W) -> (float (1, H, W) in [0, 1], int64 (H, W)).
 
+    `dataset[i]` or `dataset[i, epoch]`: the augmentation of a sample is a function of
+    (`seed`, epoch, i) alone, so it is the same with any number of workers or processes and
+    after resuming a run, without saving any RNG state.
+
     Args:
-        transform: an albumentations pipeline taking float32 images and uint8 masks. Its random
-            draws are seeded from torch's RNG per sample, so they follow `torch.manual_seed` in
-            the main process and PyTorch's per-worker seeds in DataLoader workers.
+        transform: an albumentations pipeline taking float32 images and uint8 masks.
+        seed: base seed of the augmentation.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None, seed: int = 0) -> None:
         if images.shape != labels.shape:
             raise ValueError(f"images {images.shape} and labels {labels.shape} must have the same shape")
-        self.images, self.labels, self.transform = images, labels, transform
+        self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         image = normalize(self.images[i])
         label = self.labels[i]
         if self.transform is not None:
-            self.transform.set_random_seed(int(torch.randint(2**31 - 1, ()).item()))
+            state = np.random.SeedSequence([self.seed, epoch, int(i)]).generate_state(1)[0]
+            self.transform.set_random_seed(int(state) & 0x7FFFFFFF)
             out = self.transform(image=image.numpy(), mask=label)
-            image = torch.from_numpy(np.ascontiguousarray(out["image"])).clamp_(0, 1)
             label = out["mask"]
+            image = torch.from_numpy(np.ascontiguousarray(out["image"])).clamp_(0, 1)
+            # M2NIST's invariant, kept under augmentation: background exactly where the image is 0
+            # (bilinear image vs nearest mask resampling leaves faint ink beside a warped digit)
+            image[torch.from_numpy(label == BACKGROUND)] = 0
         return image[None], torch.from_numpy(np.ascontiguousarray(label)).long()
 
 
+class EpochSampler(DistributedSampler):
+    """Shuffles with (seed, epoch), shards over `num_replicas` processes, yields (index, epoch).
+
+    A pure function of (seed, epoch, rank): with `M2NISTDataset` the whole epoch (order and
+    augmentation) can be replayed exactly after a resume. Lightning calls `set_epoch`.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        return ((i, self.epoch) for i in super().__iter__())
+
+
+class ShardSampler(DistributedSampler):
+    """Rank r reads images r, r + R, r + 2R, ... in order, without padding.
+
+    DistributedSampler pads the split to a multiple of R by repeating images, which would count
+    them twice in whole-split metrics; here every image is seen exactly once across ranks.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+DEFAULT_DATA_DIR = Path("datasets") / "m2nist"
+
+
 def load_splits(
-    data_dir: str | Path | None = "datasets/m2nist",
+    data_dir: str | Path | None = DEFAULT_DATA_DIR,
     seed: int = 0,
     sizes: dict[str, int] | None = None,
     val_fraction: float = 0.1,
@@ -56,13 +97,25 @@ def load_splits(
 
     A folder holding `combined.npy` is read: with a `splits.json` (written by the generator) its
     recorded glyph-disjoint splits are used; otherwise (real M2NIST) the images are shuffled with
-    `seed` and split by `val_fraction` and `test_fraction`. Without the files, M2NIST is
-    generated in memory from MNIST glyphs with `seed` and `sizes` (default 4000/500/500).
+    `seed` and split by `val_fraction` and `test_fraction`. When the default folder
+    (`datasets/m2nist`) holds no files, or `data_dir` is None, M2NIST is generated in memory from
+    MNIST glyphs with `seed` and `sizes` (default 4000/500/500). Any other folder must hold the
+    files: a mistyped path is an error, never a silent switch to generated data.
     """
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError(
             f"val_fraction and test_fraction must be in (0, 1) and leave images to train on, "
             f"found {val_fraction} and {test_fraction}"
+        )
+    if (
+        data_dir is not None
+        and not (Path(data_dir) / IMAGES_FILE).is_file()
+        and Path(data_dir).resolve() != DEFAULT_DATA_DIR.resolve()
+    ):
+        problem = "has no " + IMAGES_FILE if Path(data_dir).is_dir() else "does not exist"
+        raise FileNotFoundError(
+            f"data directory {data_dir} {problem}: give a folder holding M2NIST's {IMAGES_FILE} and "
+            f"segmented.npy, or leave data_dir at {DEFAULT_DATA_DIR} to use the built-in generated M2NIST"
         )
     if data_dir is not None and (Path(data_dir) / IMAGES_FILE).is_file():
         images, labels = load_m2nist(data_dir)
@@ -76,7 +129,9 @@ def load_splits(
         order = np.random.default_rng(seed).permutation(len(images))
         n_val, n_test = round(len(images) * val_fraction), round(len(images) * test_fraction)
         if n_val < 1 or n_test < 1 or len(images) - n_val - n_test < 1:
-            raise ValueError(f"cannot split {len(images)} images into {val_fraction}/{test_fraction} val/test")
+            raise ValueError(
+                f"cannot split {len(images)} images into {val_fraction}/{test_fraction} val/test"
+            )
         parts = np.split(order, [len(images) - n_val - n_test, len(images) - n_test])
         out = {s: (images[idx], labels[idx]) for s, idx in zip(SPLITS, parts)}
         return out, f"M2NIST files read from {data_dir} ({len(images)} images, random split, seed {seed})"

@@ -12,8 +12,14 @@ def space_to_batch(x: torch.Tensor, k: int) -> torch.Tensor:
     n, c, h, w = x.shape
     if h % k or w % k:
         raise ValueError(f"space_to_batch needs H and W divisible by {k}, found {h}x{w}")
-    x = x.reshape(n, c, h // k, k, w // k, k).permute(0, 3, 5, 1, 2, 4)
-    return x.reshape(n * k * k, c, h // k, w // k)
+    return _space_to_batch(x, k, h // k, w // k)
+
+
+def _space_to_batch(x: torch.Tensor, k: int, hb: int, wb: int) -> torch.Tensor:
+    # sizes passed in as hb * k, wb * k so that symbolic shapes (torch.export) need no guards
+    n, c = x.shape[0], x.shape[1]
+    x = x.reshape(n, c, hb, k, wb, k).permute(0, 3, 5, 1, 2, 4)
+    return x.reshape(n * k * k, c, hb, wb)
 
 
 def batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
@@ -21,6 +27,11 @@ def batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
     b, c, h, w = y.shape
     if b % (k * k):
         raise ValueError(f"batch_to_space needs a batch divisible by {k * k}, found {b}")
+    return _batch_to_space(y, k)
+
+
+def _batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
+    b, c, h, w = y.shape
     y = y.reshape(b // (k * k), k, k, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return y.reshape(b // (k * k), c, h * k, w * k)
 
@@ -54,11 +65,10 @@ class ShiftStitch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
         h, w = x.shape[-2], x.shape[-1]
+        hb, wb = (h + k - 1) // k, (w + k - 1) // k
         pooled = F.max_pool2d(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k, stride=1)
-        pad_h, pad_w = (k - h % k) % k, (k - w % k) % k
-        if pad_h or pad_w:
-            pooled = F.pad(pooled, (0, pad_w, 0, pad_h))
-        out = batch_to_space(self.body(space_to_batch(pooled, k)), k)
+        pooled = F.pad(pooled, (0, wb * k - w, 0, hb * k - h))  # zeros up to a multiple of k
+        out = _batch_to_space(self.body(_space_to_batch(pooled, k, hb, wb)), k)
         return out[:, :, :h, :w]
 
     def extra_repr(self) -> str:

@@ -74,6 +74,10 @@ class ZooModel(nn.Module):
         """Attach the head and initialise weights; call at the end of a subclass's __init__."""
         self.feature_channels = feature_channels
         self.head = make_head(self.head_type, feature_channels, self.num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """He-normal convolutions (fan out), zero biases, unit batch-norm scales."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -100,6 +104,22 @@ class ZooModel(nn.Module):
             raise ValueError(
                 f"expected a floating-point input, found {x.dtype}; convert and normalise images first"
             )
+
+    def preprocess(self, images) -> torch.Tensor:
+        """Raw uint8 images in 0..255, (H, W) or (N, H, W), -> this model's float input (N, 1, H, W).
+
+        The zoo's one normalisation (`zoo.preprocess.normalize`, x / 255), so applications never
+        re-implement it.
+        """
+        from zoo.preprocess import normalize
+
+        x = normalize(images)
+        if x.dim() not in (2, 3) or self.in_channels != 1:
+            raise ValueError(
+                f"expected grayscale images (H, W) or (N, H, W) for a {self.in_channels}-channel model, "
+                f"found shape {tuple(x.shape)}"
+            )
+        return x.reshape(-1, 1, *x.shape[-2:])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's feature map, before the head."""

@@ -136,6 +136,3 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
         return ReceptiveField(rows, rf, jump, global_pool)
     rf, jump = _trace(model, "", start, rows)
     return ReceptiveField(rows, rf, jump)
-
-
-__all__ = ["RFLayer", "ReceptiveField", "receptive_field"]

@@ -1,0 +1,155 @@
+"""train.py end to end: results files, pruning, errors, a real kill + resume, and DDP metrics."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pl = pytest.importorskip("pytorch_lightning")
+
+from zoo.cli import main  # noqa: E402
+from zoo.module import SegmentationModule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTHS = [4, 4, 4, 4]
+
+
+def tiny_args(root, *extra, epochs=2, train=16, test=8):
+    return [
+        "--model.arch", "vgg4_dilated", "--model.model_kwargs", json.dumps({"widths": WIDTHS}),
+        "--data.data_dir", "null", "--data.batch_size", "8", "--data.train_size", str(train),
+        "--data.val_size", "8", "--data.test_size", str(test),
+        "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra,
+    ]  # fmt: skip
+
+
+def run_train(args, script=None, **kw):
+    """`python train.py ARGS` (or a script) in a fresh process, from the repository root."""
+    cmd = [sys.executable, str(script or ROOT / "train.py"), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, **kw)
+
+
+def conv_weight_count(widths, in_channels=1, classes=11):
+    chans = [in_channels, *widths]
+    return sum(9 * a * b for a, b in zip(chans, chans[1:])) + widths[-1] * classes
+
+
+def test_fit_writes_results_json_and_png_with_pruning(tmp_path):
+    assert main(["fit", *tiny_args(tmp_path, "--pruning.amount", "0.5", "--pruning.start_epoch", "0")]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["arch"] == "vgg4_dilated" and results["epochs"] == 2
+    assert results["pruning"] == {"amount": 0.5, "start_epoch": 0}
+    convs = conv_weight_count(WIDTHS)
+    # weights + biases of 4 convs, BN weight and bias, head bias
+    total = convs + sum(WIDTHS) + 2 * sum(WIDTHS) + 11
+    assert results["parameters"] == total
+    # global L1 pruning zeroes exactly round(0.5 * convs) convolution weights, nothing else
+    assert results["nonzero_parameters"] == total - round(0.5 * convs)
+    assert 0 <= results["test"]["digit_miou"] <= 1 and len(results["test"]["iou"]) == 11
+    png = (tmp_path / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    for name in ("best.ckpt", "last.ckpt"):
+        state = torch.load(tmp_path / name, weights_only=True)["state_dict"]
+        assert not any(k.endswith(("_orig", "_mask")) for k in state), "checkpoints hold plain weights"
+    # the pruned weights were saved as zeros
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    zeros = sum(int((v == 0).sum()) for k, v in last.items() if k.endswith("conv.weight"))
+    assert zeros == round(0.5 * convs)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data.data_dir", "no/such/dir"], "error: data directory no/such/dir does not exist"),
+        (["--data.train_size", "0"], "error: the train split needs at least one image, found 0"),
+        (["--pruning.amount", "1.5"], "error: pruning amount must be in [0, 1), found 1.5"),
+        (["--model.lr", "-1"], "error: lr must be > 0 and weight_decay >= 0, found lr=-1.0"),
+    ],
+)
+def test_bad_arguments_end_in_one_line(tmp_path, capsys, extra, message):
+    args = tiny_args(tmp_path)
+    # later flags win: the bad value replaces the good one
+    assert main(["fit", *args, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(message), err[-3:]
+
+
+def test_impossible_split_of_real_files(tmp_path, capsys):
+    from zoo.data import generate_m2nist, save_m2nist
+
+    images, labels = generate_m2nist(10, seed=1)
+    save_m2nist(tmp_path / "data", images, labels)
+    args = tiny_args(tmp_path / "run", "--data.data_dir", str(tmp_path / "data"))
+    args += ["--data.val_fraction", "0.6", "--data.test_fraction", "0.5"]
+    assert main(["fit", *args]) == 2
+    assert "val_fraction and test_fraction" in capsys.readouterr().err
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, os.getcwd())  # the repository, as for train.py
+import pytorch_lightning as pl
+from zoo.cli import main
+
+class KillMidEpoch(pl.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.current_epoch == {epoch} and batch_idx == {batch}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.exit(main(sys.argv[1:], trainer_defaults={{"callbacks": [KillMidEpoch()]}}))
+"""
+
+
+def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
+    common = ["--data.augment", "true", "--trainer.deterministic", "true", "--model.lr", "0.01"]
+    straight = run_train(["fit", *tiny_args(tmp_path / "straight", *common, epochs=3, train=24)])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    script = tmp_path / "killed_train.py"
+    script.write_text(KILL_SCRIPT.format(epoch=1, batch=1))  # 3 batches per epoch: mid-epoch 1
+    run = tiny_args(tmp_path / "killed", *common, epochs=3, train=24)
+    killed = run_train(["fit", *run], script=script)
+    assert killed.returncode == -9, "the run was not killed"
+    assert not (tmp_path / "killed" / "results.json").exists()
+    saved = torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 0, "last.ckpt should be the end of epoch 0"
+
+    resumed = run_train(["fit", *run, "--ckpt_path", "last"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert b["epochs"] == a["epochs"] == 3
+    assert b["test"] == a["test"]
+    wa = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ddp_two_processes_metrics_equal_single_process(tmp_path):
+    # one fixed checkpoint, tested on 13 images (odd: a padding sampler would count one twice)
+    pl.seed_everything(3)
+    module = SegmentationModule("vgg4_dilated", {"widths": WIDTHS})
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    from zoo.data import M2NISTDataModule
+
+    trainer.fit(
+        module,
+        datamodule=M2NISTDataModule(data_dir=None, batch_size=4, train_size=4, val_size=4, test_size=4),
+    )
+    ckpt = tmp_path / "fixed.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    scores = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        root = tmp_path / f"devices{devices}"
+        args = tiny_args(root, "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), test=13)
+        args += ["--trainer.strategy", strategy, "--data.batch_size", "3", "--ckpt_path", str(ckpt)]
+        out = run_train(["test", *args])
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert devices == 1 or "MEMBER: 2/2" in out.stdout + out.stderr, "not two processes"
+        scores[devices] = json.loads((root / "results.json").read_text())["test"]
+    assert scores[1] == scores[2]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Train the shipped weights: one run per configs/<model>.yaml, then export best.ckpt to checkpoints/
+# as safetensors + model card.   bash tools/train_pretrained.sh [model ...]   (default: all below)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models=("$@")
+if [ ${#models[@]} -eq 0 ]; then
+  models=(vgg4_strided vgg4_maxpool vgg4_stitch cascade10 cascade10_depthwise resnet18_strided
+          vgg4_large_kernel resnet18_dilated resnet18_dilated_degrid)
+fi
+for m in "${models[@]}"; do
+  echo "== $m"
+  python train.py fit --config "configs/$m.yaml" --trainer.enable_progress_bar false
+  python -m zoo export "checkpoints/runs/$m/best.ckpt" checkpoints/
+done

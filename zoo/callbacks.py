@@ -1,0 +1,72 @@
+"""Lightning callbacks used by `train.py`."""
+
+from __future__ import annotations
+
+import logging
+
+from pytorch_lightning.callbacks import ModelPruning
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class MagnitudePruning(ModelPruning):
+    """Global L1 magnitude pruning of every convolution weight to a target sparsity.
+
+    When epoch `start_epoch` begins, the smallest `amount` fraction of all convolution weights
+    (ranked together across layers) is zeroed and masked; training goes on with the mask, so
+    pruned weights stay zero, and that epoch's validation and checkpoints already see the pruned
+    model. Checkpoints hold plain, already-zeroed weights; after a resume the mask is rebuilt when
+    the next epoch begins. `amount=0` turns pruning off.
+
+    Args:
+        amount: target fraction of convolution weights set to zero, in [0, 1).
+        start_epoch: the first epoch trained with the mask.
+    """
+
+    def __init__(self, amount: float = 0.0, start_epoch: int = 0) -> None:
+        if not 0 <= amount < 1:
+            raise ValueError(f"pruning amount must be in [0, 1), found {amount}")
+        if start_epoch < 0:
+            raise ValueError(f"pruning start_epoch must be >= 0, found {start_epoch}")
+        self.target, self.start_epoch = float(amount), int(start_epoch)
+        super().__init__(
+            "l1_unstructured",
+            parameter_names=["weight"],
+            use_global_unstructured=True,
+            amount=self.target,
+            use_lottery_ticket_hypothesis=False,
+            make_pruning_permanent=True,
+        )
+
+    def filter_parameters_to_prune(self, parameters_to_prune=()):
+        return [(m, name) for m, name in parameters_to_prune if isinstance(m, nn.Conv2d)]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        amount = self._amount_now(trainer.current_epoch)
+        if amount:
+            self.apply_pruning(amount)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        pass  # pruning happens when an epoch starts, not (as in ModelPruning) when it ends
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pass
+
+    def _amount_now(self, epoch: int) -> float:
+        # PyTorch prunes `amount` of the weights still unmasked: ask for what reaches the target
+        if self.target == 0 or epoch < self.start_epoch:
+            return 0.0
+        masks = [getattr(m, f"{n}_mask") for m, n in self._parameters_to_prune if hasattr(m, f"{n}_mask")]
+        total = sum(getattr(m, n).numel() for m, n in self._parameters_to_prune)
+        have = sum(int((mask == 0).sum()) for mask in masks) / total
+        need = (self.target - have) / (1 - have)
+        if need <= 1 / total:
+            return 0.0
+        log.info(
+            "pruning: epoch %d, %.1f%% -> %.1f%% of convolution weights zero",
+            epoch,
+            100 * have,
+            100 * self.target,
+        )
+        return need

@@ -1,0 +1,110 @@
+"""Segmenting images in applications, and exporting models for other runtimes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _as_batch(model: nn.Module, images) -> tuple[torch.Tensor, bool]:
+    """(float (N, C, H, W) input, whether a single image was given)."""
+    in_channels = getattr(model, "in_channels", 1)
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 images in 0..255, found a {images.dtype} array; pass already "
+                "normalised floats as a torch tensor instead"
+            )
+        if images.ndim == 3 and images.shape[-1] in (3, 4) and in_channels == 1 and images.shape[0] > 4:
+            raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
+        if images.ndim not in (2, 3):
+            raise ValueError(f"expected images (H, W) or (N, H, W), found shape {images.shape}")
+        single = images.ndim == 2
+        x = (
+            model.preprocess(images)
+            if hasattr(model, "preprocess")
+            else torch.from_numpy(images).float().div(255)
+        )
+        return x.reshape(-1, in_channels, *images.shape[-2:]), single
+    if isinstance(images, torch.Tensor):
+        if not images.is_floating_point():
+            raise ValueError(
+                f"a tensor input must be floats already normalised (x / 255), found {images.dtype}; "
+                "pass raw uint8 images as a numpy array"
+            )
+        single = images.dim() in (2, 3) and not (
+            images.dim() == 3 and in_channels == 1 and images.shape[0] != 1
+        )
+        if images.dim() == 2:
+            images = images[None, None]
+        elif images.dim() == 3:
+            images = images[None] if images.shape[0] == in_channels and single else images[:, None]
+        if images.dim() != 4 or images.shape[1] != in_channels:
+            raise ValueError(
+                f"expected a float tensor (N, {in_channels}, H, W), (N, H, W) or (H, W), found {tuple(images.shape)}"
+            )
+        return images, single
+    raise TypeError(f"images must be a numpy array or a torch tensor, found {type(images).__name__}")
+
+
+def predict(
+    model: nn.Module, images, batch_size: int = 64, return_probs: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Per-pixel labels for images of any size, on the model's device, without gradients.
+
+    Args:
+        images: raw uint8 numpy images in 0..255, (H, W) or (N, H, W); or a float tensor already
+            normalised (N, 1, H, W), (N, H, W) or (H, W).
+        batch_size: images per forward pass.
+        return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
+
+    Returns:
+        int64 labels shaped like the input images ((H, W) or (N, H, W)), and the probabilities on request.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    x, single = _as_batch(model, images)
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    labels, probs = [], []
+    try:
+        with torch.inference_mode():
+            for chunk in x.split(batch_size):
+                logits = model(chunk.to(param.device, param.dtype)).float()
+                labels.append(logits.argmax(1).cpu())
+                if return_probs:
+                    probs.append(logits.softmax(1).cpu())
+    finally:
+        model.train(was_training)
+    out = torch.cat(labels).numpy().astype(np.int64)
+    out = out[0] if single else out
+    if not return_probs:
+        return out
+    p = torch.cat(probs).numpy()
+    return out, (p[0] if single else p)
+
+
+def export_onnx(
+    model: nn.Module, path: str | Path, opset: int = 18, example_size: tuple[int, int] = (64, 84)
+) -> Path:
+    """Write `model` as ONNX with dynamic batch, height and width ("images" -> "logits")."""
+    path = Path(path)
+    model = model.eval()
+    example = torch.rand(2, getattr(model, "in_channels", 1), *example_size)
+    batch, height, width = (torch.export.Dim(n, min=1, max=8192) for n in ("batch", "height", "width"))
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    return path
