@@ -153,3 +153,21 @@ def test_ddp_two_processes_metrics_equal_single_process(tmp_path):
         assert devices == 1 or "MEMBER: 2/2" in out.stdout + out.stderr, "not two processes"
         scores[devices] = json.loads((root / "results.json").read_text())["test"]
     assert scores[1] == scores[2]
+
+
+def test_train_export_load_predict_round_trip(tmp_path):
+    import numpy as np
+
+    import zoo
+
+    assert main(["fit", *tiny_args(tmp_path / "run", epochs=1)]) == 0
+    weights, card = zoo.export(tmp_path / "run" / "best.ckpt", tmp_path / "shipped")
+    info = json.loads(card.read_text())
+    assert info["metrics"]["digit_miou"] == json.loads((tmp_path / "run" / "results.json").read_text())["test"]["digit_miou"]
+    assert info["training"]["command"].startswith("python train.py fit")
+    module = SegmentationModule.load_from_checkpoint(tmp_path / "run" / "best.ckpt", weights_only=True).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 84), dtype=np.uint8)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images).float()[:, None] / 255).argmax(1).numpy()
+    for model in (zoo.load(weights), zoo.load(tmp_path / "run" / "best.ckpt")):
+        np.testing.assert_array_equal(zoo.predict(model, images), expected)

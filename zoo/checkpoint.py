@@ -209,7 +209,8 @@ def export(
         "data": {"source": run.get("data"), **plain(obj.get("datamodule_hyper_parameters"))},
         "training": {
             "command": run.get("command"),
-            "epochs": obj.get("epoch", -1) + 1,
+            "epochs": run.get("epochs", obj.get("epoch", -1) + 1),
+            "best_epoch": obj.get("epoch"),
             "fit_seconds": run.get("fit_seconds"),
             "hyperparameters": plain(obj["hyper_parameters"]),
             "pytorch_lightning": obj.get("pytorch-lightning_version"),

@@ -33,8 +33,8 @@ def split_tag(name: str) -> tuple[str, str]:
 
 def weight_paths(arch: str, tag: str = DEFAULT_TAG) -> tuple[Path, Path]:
     """(safetensors file, JSON card) of a shipped weight."""
-    stem = weights_dir() / f"{arch}.{tag}"
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    folder = weights_dir()
+    return folder / f"{arch}.{tag}.safetensors", folder / f"{arch}.{tag}.json"
 
 
 def available_tags(arch: str) -> list[str]:
