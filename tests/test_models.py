@@ -15,7 +15,14 @@ ODD_SIZES = [(1, 1), (5, 7), (13, 17)]
 
 
 def test_baselines_are_the_only_downsampling_models():
-    assert set(STRIDED) == {"vgg4_strided", "vgg4_strided_wide", "vgg4_maxpool", "resnet18_strided"}
+    assert set(STRIDED) == {
+        "vgg4_strided",
+        "vgg4_strided_wide",
+        "vgg4_maxpool",
+        "resnet18_strided",
+        "unet_small",
+        "unet",
+    }
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -80,13 +87,28 @@ def test_hooks_do_see_downsampling():
     assert (8, 11) in {tuple(s[-2:]) for _, s in outputs}
 
 
-@pytest.mark.parametrize("name", STRIDED)
+@pytest.mark.parametrize("name", [n for n in STRIDED if not n.startswith("unet")])
 def test_strided_baselines_upsample_to_input_size(name):
     model = zoo.create_model(name).eval()
     assert model.output_stride == 8
     x = torch.rand(1, 1, 64, 84)
     assert model.forward_features(x).shape[-2:] == (8, 11)
     assert model(x).shape == (1, 11, 64, 84)
+
+
+@pytest.mark.parametrize("name", ["unet_small", "unet"])
+def test_unet_goes_down_twice_and_back(name):
+    model = zoo.create_model(name).eval()
+    sizes = {tuple(s[-2:]) for _, s in _leaf_outputs(model, torch.rand(1, 1, 64, 84))}
+    assert {(64, 84), (32, 42), (16, 21)} <= sizes and model.output_stride == 4
+    assert model.forward_features(torch.rand(1, 1, 61, 83)).shape[-2:] == (61, 83)  # padded, cropped
+    # parameters by hand, widths 8-16-28 (every 3x3 conv has bias and BN: 9*cin*cout + 3*cout)
+    if name == "unet_small":
+        conv = lambda cin, cout: 9 * cin * cout + 3 * cout  # noqa: E731
+        enc = conv(1, 8) + conv(8, 8) + conv(8, 16) + conv(16, 16) + conv(16, 28) + conv(28, 28)
+        up = (28 * 16 + 16) + (16 * 8 + 8)  # 1x1 convs after bilinear upsampling
+        dec = conv(32, 16) + conv(16, 16) + conv(16, 8) + conv(8, 8)
+        assert sum(p.numel() for p in model.parameters()) == enc + up + dec + 8 * 11 + 11
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -212,3 +234,22 @@ def test_classifier_to_segmenter_mean_equals_logits(name):
 def test_classifier_to_segmenter_rejects_pixel_models():
     with pytest.raises(ValueError, match="classify"):
         zoo.classifier_to_segmenter(zoo.create_model("vgg4_dilated"))
+
+
+@pytest.mark.parametrize("name", [n for n in zoo.list_models() if "wide" not in n])
+def test_grad_checkpointing_same_loss_and_gradients(name):
+    model = zoo.create_model(name)
+    if not isinstance(model.features, nn.Sequential):
+        with pytest.raises(ValueError, match="no block sequence"):
+            model.set_grad_checkpointing()
+        return
+    x = torch.rand(2, 1, 24, 28)
+    loss = model(x).square().mean()
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    again = model.set_grad_checkpointing()(x).square().mean()
+    again.backward()
+    torch.testing.assert_close(again, loss)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)

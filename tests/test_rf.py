@@ -68,3 +68,11 @@ def _gradient_support(model: nn.Module, size: int = 161) -> int:
 def test_traced_field_matches_gradient_support(name):
     model = zoo.create_model(name)
     assert _gradient_support(model) == receptive_field(model).size
+
+
+def test_unet_small_by_hand():
+    # 3x3, 3x3 (5); pool (6, jump 2); 2 x 3x3 (+4, +4: 14); pool (16, jump 4); 2 x 3x3 (32);
+    # bilinear x2 reads 2 coarse inputs (+4: 36, jump 2); 1x1; 2 x 3x3 (44); bilinear (+2: 46,
+    # jump 1); 1x1; 2 x 3x3 (50); 1x1 head
+    rf = zoo.receptive_field(zoo.create_model("unet_small"))
+    assert rf.size == 50 and rf.jump == (1, 1)

@@ -163,7 +163,10 @@ def test_train_export_load_predict_round_trip(tmp_path):
     assert main(["fit", *tiny_args(tmp_path / "run", epochs=1)]) == 0
     weights, card = zoo.export(tmp_path / "run" / "best.ckpt", tmp_path / "shipped")
     info = json.loads(card.read_text())
-    assert info["metrics"]["digit_miou"] == json.loads((tmp_path / "run" / "results.json").read_text())["test"]["digit_miou"]
+    assert (
+        info["metrics"]["digit_miou"]
+        == json.loads((tmp_path / "run" / "results.json").read_text())["test"]["digit_miou"]
+    )
     assert info["training"]["command"].startswith("python train.py fit")
     module = SegmentationModule.load_from_checkpoint(tmp_path / "run" / "best.ckpt", weights_only=True).eval()
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 84), dtype=np.uint8)

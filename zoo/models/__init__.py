@@ -3,6 +3,7 @@
 from zoo.models import cascade, resnet, vgg  # noqa: F401  (registration side effects)
 from zoo.models.base import ZooModel, classifier_to_segmenter
 from zoo.models.resnet import ResNet
+from zoo.models.unet import UNet
 from zoo.models.vgg import VGG
 
-__all__ = ["ResNet", "VGG", "ZooModel", "classifier_to_segmenter"]
+__all__ = ["ResNet", "UNet", "VGG", "ZooModel", "classifier_to_segmenter"]

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
 
@@ -121,8 +122,26 @@ class ZooModel(nn.Module):
             )
         return x.reshape(-1, 1, *x.shape[-2:])
 
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> ZooModel:
+        """Recompute each block of `features` in the backward pass instead of storing its activations.
+
+        Full-resolution training memory grows with the pixel count; this trades about one extra
+        forward pass for keeping only the blocks' inputs. (Batch-norm running statistics see each
+        training batch twice while it is on.)
+        """
+        if enable and not isinstance(self.features, nn.Sequential):
+            raise ValueError(f"{type(self).__name__} has no block sequence to checkpoint")
+        self.grad_checkpointing = enable
+        return self
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's feature map, before the head."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            for block in self.features:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            return x
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,19 @@ def _trace(module: nn.Module, prefix: str, state: _STATE, rows: list[RFLayer]) -
                     kind = "conv dw"
                 jump = tuple(jump[i] * s[i] for i in range(2))
                 rows.append(RFLayer(name, kind, k, s, d, jump, rf))
+            elif isinstance(m, (nn.Upsample, nn.ConvTranspose2d)):
+                # an output reads `taps` inputs per axis at the coarse spacing, then spacing shrinks
+                if isinstance(m, nn.Upsample):
+                    s = _pair(int(m.scale_factor))
+                    taps = (2, 2) if m.mode in ("bilinear", "bicubic") else (1, 1)
+                    kind, k = f"upsample {m.mode}", s
+                else:
+                    s, k = _pair(m.stride), _pair(m.kernel_size)
+                    taps = tuple(-(-k[i] // s[i]) for i in range(2))
+                    kind = "conv transpose"
+                rf = tuple(rf[i] + (taps[i] - 1) * jump[i] for i in range(2))
+                jump = tuple(max(1, jump[i] // s[i]) for i in range(2))
+                rows.append(RFLayer(name, kind, k, s, (1, 1), jump, rf))
             elif isinstance(m, ShiftStitch):
                 k = m.kernel_size
                 rf = tuple(rf[i] + (k - 1) * jump[i] for i in range(2))

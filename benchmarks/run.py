@@ -1,0 +1,198 @@
+"""Speed and memory of every registered model: `python benchmarks/run.py [--models PATTERN ...]`.
+
+Per model and input size it measures inference and training-step (forward, backward, AdamW)
+images/s, peak memory of a training step, parameters, multiply-accumulates per image (counted
+with torch.utils.flop_counter), and the achieved FLOP/s as a fraction of the machine's own peak,
+measured in the same process as a large matmul in the same dtype. Each timing: warm-up runs, then
+`--reps` repetitions; the median is reported with the min-max spread. Writes a JSON file and
+prints a markdown table. CPU always; CUDA too when present (bf16 autocast, channels_last,
+torch.compile off and on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+import zoo  # noqa: E402
+
+SIZES = {
+    "64x84": (32, 64, 84),
+    "256x256": (1, 256, 256),
+    "512x512": (1, 512, 512),
+    "1024x1024": (1, 1024, 1024),
+}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, warmup: int, reps: int) -> list[float]:
+    """Seconds per call, `reps` times after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of an n x n matmul in `dtype`: the machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = timed(lambda: a @ b, device, warmup=3, reps=reps)
+    return 2 * n**3 / statistics.median(times)
+
+
+def macs_per_image(model: torch.nn.Module, h: int, w: int) -> int:
+    """Multiply-accumulates of one forward pass on one (1, C, h, w) image."""
+    x = torch.rand(1, model.in_channels, h, w)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(x)
+    return counter.get_total_flops() // 2
+
+
+def summarize(times: list[float], images: int) -> dict:
+    rates = sorted(images / t for t in times)
+    return {"images_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1], "reps": len(rates)}
+
+
+def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps: int) -> dict:
+    """One row: inference and training throughput, memory and FLOP use of `name` at `size`."""
+    batch, h, w = SIZES[size]
+    model = zoo.create_model(name).to(device)
+    if mode.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if mode.get("compile") else model
+    x = torch.rand(batch, model.in_channels, h, w, device=device)
+    if mode.get("channels_last"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model.num_classes, (batch, h, w), device=device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=mode.get("bf16", False))
+
+    def infer():
+        with torch.inference_mode(), autocast:
+            run(x)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(run(x), y)
+        loss.backward()
+        opt.step()
+
+    model.eval()
+    inference = summarize(timed(infer, device, warmup, reps), batch)
+    model.train()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    training = summarize(timed(train_step, device, warmup, reps), batch)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:  # process high-water mark: exact only for the first (largest-growing) configuration run
+        peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before)
+    macs = macs_per_image(zoo.create_model(name), h, w)
+    return {
+        "model": name,
+        "size": size,
+        "batch": batch,
+        "device": device,
+        **{k: v for k, v in mode.items() if v},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "macs_per_image": macs,
+        "inference": inference,
+        "training": training,
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "inference_flops": 2 * macs * inference["images_per_s"],
+        "training_flops": 3 * 2 * macs * training["images_per_s"],
+    }
+
+
+def markdown(rows: list[dict], peaks: dict) -> str:
+    head = (
+        "| model | size | device / mode | params | MMAC/img | infer img/s (min-max) | % peak "
+        "| train img/s (min-max) | % peak | train peak MB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = [head]
+    for r in rows:
+        peak = peaks[r["device"] + ("-bf16" if r.get("bf16") else "")]
+        mode = r["device"] + "".join(f" {k}" for k in ("bf16", "channels_last", "compile") if r.get(k))
+        i, t = r["inference"], r["training"]
+        lines.append(
+            f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | {r['macs_per_image'] / 1e6:.1f} "
+            f"| {i['images_per_s']:.1f} ({i['min']:.0f}-{i['max']:.0f}) | {100 * r['inference_flops'] / peak:.0f}% "
+            f"| {t['images_per_s']:.1f} ({t['min']:.0f}-{t['max']:.0f}) | {100 * r['training_flops'] / peak:.0f}% "
+            f"| {r['peak_memory_mb']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=["*"], help="fnmatch patterns (default: all)")
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument(
+        "--devices", nargs="*", default=None, help="cpu, cuda (default: cpu, and cuda if present)"
+    )
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", default="benchmarks/results.json")
+    args = parser.parse_args(argv)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    peaks = {"cpu": matmul_peak("cpu", torch.float32)}
+    if "cuda" in devices:
+        peaks["cuda"] = matmul_peak("cuda", torch.float32, n=8192)
+        peaks["cuda-bf16"] = matmul_peak("cuda", torch.bfloat16, n=8192)
+    modes = {"cpu": [{}]}
+    modes["cuda"] = [
+        {"bf16": True, "channels_last": True},
+        {"bf16": True, "channels_last": True, "compile": True},
+    ]
+    rows = []
+    for name in zoo.list_models(args.models):
+        for size in args.sizes:
+            for device in devices:
+                for mode in modes[device]:
+                    row = bench_model(name, size, device, mode, args.warmup, args.reps)
+                    rows.append(row)
+                    print(markdown([row], peaks).splitlines()[-1], flush=True)
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
+        "matmul_peak_flops": peaks,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    print(f"\nmachine: {machine}\n")
+    print(markdown(rows, peaks))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
