@@ -179,7 +179,7 @@ def test_torch_export_with_dynamic_size(name):
     for shape in shapes:
         x = torch.rand(shape)
         with torch.no_grad():
-            torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_matches_pytorch(tmp_path):
@@ -197,4 +197,4 @@ def test_onnx_matches_pytorch(tmp_path):
             x = torch.rand(shape)
             (out,) = session.run(None, {"images": x.numpy()})
             with torch.no_grad():
-                np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)

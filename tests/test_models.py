@@ -253,3 +253,24 @@ def test_grad_checkpointing_same_loss_and_gradients(name):
     torch.testing.assert_close(again, loss)
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if "wide" not in n])
+def test_fused_inference_path_matches_the_modules(name):
+    # eval + no_grad on CPU takes ConvBNAct's fused oneDNN path (BN folded, ReLU fused);
+    # with autograd on, the plain module sequence runs: both must agree
+    model = zoo.create_model(name)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):  # statistics away from the identity
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.rand(2, 1, 37, 45)
+    reference = model(x).detach()
+    with torch.no_grad():
+        fast = model(x)
+    assert fast.is_contiguous()
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.fx
 import torch.nn as nn
 
 
@@ -48,3 +50,53 @@ class ConvBNAct(nn.Sequential):
             self.bn = nn.BatchNorm2d(out_channels)
         if act:
             self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and _fast_inference_ok(x):
+            return self._fused_inference(x)
+        return super().forward(x)
+
+    def _fused_inference(self, x: torch.Tensor) -> torch.Tensor:
+        # Inference on CPU: batch norm folded into the convolution, ReLU fused into oneDNN's
+        # kernel, channels_last: one pass over the activations instead of three (measured ~2x,
+        # benchmarks/run.py). Same result as the module sequence up to float rounding.
+        conv = self.conv
+        weight, bias = conv.weight, conv.bias
+        if hasattr(self, "bn"):
+            bn = self.bn
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            weight = weight * scale.reshape(-1, 1, 1, 1)
+            bias = (bias - bn.running_mean if bias is not None else -bn.running_mean) * scale + bn.bias
+        return torch.ops.mkldnn._convolution_pointwise(
+            x.contiguous(memory_format=torch.channels_last),
+            weight.contiguous(memory_format=torch.channels_last),
+            bias,
+            conv.padding,
+            conv.stride,
+            conv.dilation,
+            conv.groups,
+            "relu" if hasattr(self, "act") else "none",
+            [],
+            "",
+        )
+
+
+def _fast_inference_ok(x: torch.Tensor) -> bool:
+    """oneDNN's fused convolution: CPU, fp32, no autograd recording, not being traced."""
+    return (
+        not isinstance(x, torch.fx.Proxy)  # torch.fx tracing (zoo.receptive_field) sees the modules
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not _exporting()
+    )
+
+
+def _exporting() -> bool:
+    try:
+        return torch.onnx.is_in_onnx_export()
+    except AttributeError:
+        return False

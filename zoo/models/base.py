@@ -149,6 +149,8 @@ class ZooModel(nn.Module):
         out = self.head(self.forward_features(x))
         if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if not torch.is_grad_enabled():
+            out = out.contiguous()  # the fused inference path works channels_last inside
         return out
 
 
