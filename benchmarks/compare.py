@@ -31,13 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    styles = {"full resolution": ("o", "tab:blue"), "downsampling": ("s", "tab:red"), "U-Net": ("^", "tab:green")}
+    styles = {
+        "full resolution": ("o", "tab:blue"),
+        "downsampling": ("s", "tab:red"),
+        "U-Net": ("^", "tab:green"),
+    }
     seen = set()
     for name in zoo.list_models(pretrained=True):
         if name not in cost:
             continue
         model = zoo.create_model(name)
-        group = "U-Net" if name.startswith("unet") else ("full resolution" if model.full_resolution else "downsampling")
+        group = (
+            "U-Net"
+            if name.startswith("unet")
+            else ("full resolution" if model.full_resolution else "downsampling")
+        )
         marker, color = styles[group]
         miou = pretrained_card(name)["metrics"]["digit_miou"]
         ax.scatter(cost[name], miou, marker=marker, color=color, s=60, label=None if group in seen else group)

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             rate = loader_rate(augment, workers, args.batches)
             rows.append({"augment": augment, "num_workers": workers, "images_per_s": rate})
             print(f"augment={augment!s:5}  num_workers={workers}: {rate:8.0f} images/s", flush=True)
-    Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    Path(args.json).write_text(
+        json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n"
+    )
     print(f"wrote {args.json}")
     return 0
 

@@ -1,7 +1,8 @@
 """Speed and memory of every registered model: `python benchmarks/run.py [--models PATTERN ...]`.
 
 Per model and input size it measures inference and training-step (forward, backward, AdamW)
-images/s, peak memory of a training step, parameters, multiply-accumulates per image (counted
+images/s, the activations a training step saves for backward (and the process's peak memory growth),
+parameters, multiply-accumulates per image (counted
 with torch.utils.flop_counter), and the achieved FLOP/s as a fraction of the machine's own peak,
 measured in the same process as a large matmul in the same dtype. Each timing: warm-up runs, then
 `--reps` repetitions; the median is reported with the min-max spread. Writes a JSON file and
@@ -65,9 +66,28 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) 
 def macs_per_image(model: torch.nn.Module, h: int, w: int) -> int:
     """Multiply-accumulates of one forward pass on one (1, C, h, w) image."""
     x = torch.rand(1, model.in_channels, h, w)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    # autograd on: the plain module path (the fused CPU inference kernel is invisible to the counter)
+    with FlopCounterMode(display=False) as counter, torch.enable_grad():
         model.eval()(x)
     return counter.get_total_flops() // 2
+
+
+def saved_activation_bytes(step) -> int:
+    """Bytes autograd keeps for the backward pass during `step()`'s forward (each storage once).
+
+    Device independent, and the memory that grows with the pixel count; activation
+    checkpointing shrinks it to the blocks' inputs.
+    """
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
 
 
 def summarize(times: list[float], images: int) -> dict:
@@ -79,6 +99,8 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
     """One row: inference and training throughput, memory and FLOP use of `name` at `size`."""
     batch, h, w = SIZES[size]
     model = zoo.create_model(name).to(device)
+    if mode.get("grad_checkpointing"):
+        model.set_grad_checkpointing()
     if mode.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     run = torch.compile(model) if mode.get("compile") else model
@@ -113,6 +135,7 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         peak = torch.cuda.max_memory_allocated() - base
     else:  # process high-water mark: exact only for the first (largest-growing) configuration run
         peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before)
+    saved = saved_activation_bytes(train_step)
     macs = macs_per_image(zoo.create_model(name), h, w)
     return {
         "model": name,
@@ -125,6 +148,7 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         "inference": inference,
         "training": training,
         "peak_memory_mb": round(peak / 2**20, 1),
+        "saved_activations_mb": round(saved / 2**20, 1),
         "inference_flops": 2 * macs * inference["images_per_s"],
         "training_flops": 3 * 2 * macs * training["images_per_s"],
     }
@@ -133,18 +157,19 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
 def markdown(rows: list[dict], peaks: dict) -> str:
     head = (
         "| model | size | device / mode | params | MMAC/img | infer img/s (min-max) | % peak "
-        "| train img/s (min-max) | % peak | train peak MB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| train img/s (min-max) | % peak | saved for backward MB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
         peak = peaks[r["device"] + ("-bf16" if r.get("bf16") else "")]
-        mode = r["device"] + "".join(f" {k}" for k in ("bf16", "channels_last", "compile") if r.get(k))
+        keys = ("bf16", "channels_last", "compile", "grad_checkpointing")
+        mode = r["device"] + "".join(f" {k}" for k in keys if r.get(k))
         i, t = r["inference"], r["training"]
         lines.append(
             f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | {r['macs_per_image'] / 1e6:.1f} "
-            f"| {i['images_per_s']:.1f} ({i['min']:.0f}-{i['max']:.0f}) | {100 * r['inference_flops'] / peak:.0f}% "
-            f"| {t['images_per_s']:.1f} ({t['min']:.0f}-{t['max']:.0f}) | {100 * r['training_flops'] / peak:.0f}% "
-            f"| {r['peak_memory_mb']} |"
+            f"| {i['images_per_s']:.3g} ({i['min']:.3g}-{i['max']:.3g}) | {100 * r['inference_flops'] / peak:.0f}% "
+            f"| {t['images_per_s']:.3g} ({t['min']:.3g}-{t['max']:.3g}) | {100 * r['training_flops'] / peak:.0f}% "
+            f"| {r['saved_activations_mb']} |"
         )
     return "\n".join(lines)
 
@@ -159,13 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", default="benchmarks/results.json")
+    parser.add_argument("--render", metavar="JSON", help="only print the table of an earlier run")
+    parser.add_argument(
+        "--grad-checkpointing", action="store_true", help="also rows with activation checkpointing"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))
+        return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     peaks = {"cpu": matmul_peak("cpu", torch.float32)}
     if "cuda" in devices:
         peaks["cuda"] = matmul_peak("cuda", torch.float32, n=8192)
         peaks["cuda-bf16"] = matmul_peak("cuda", torch.bfloat16, n=8192)
-    modes = {"cpu": [{}]}
+    modes = {"cpu": [{}, {"grad_checkpointing": True}] if args.grad_checkpointing else [{}]}
     modes["cuda"] = [
         {"bf16": True, "channels_last": True},
         {"bf16": True, "channels_last": True, "compile": True},
@@ -175,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             for device in devices:
                 for mode in modes[device]:
+                    if mode.get("grad_checkpointing") and not isinstance(
+                        zoo.create_model(name).features, torch.nn.Sequential
+                    ):
+                        continue
                     row = bench_model(name, size, device, mode, args.warmup, args.reps)
                     rows.append(row)
                     print(markdown([row], peaks).splitlines()[-1], flush=True)

@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{row['size']:>14}: stitch {row['stitch_ms']:8.1f} ms, dense {row['dense_ms']:8.1f} ms, "
               f"ratio {row['ratio']:.2f}, outputs equal: {same}", flush=True)  # fmt: skip
-    Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+    Path(args.json).write_text(
+        json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n"
+    )
     print(f"wrote {args.json}")
     return 0
 
