@@ -66,8 +66,14 @@ class ShiftStitch(nn.Module):
         k = self.kernel_size
         h, w = x.shape[-2], x.shape[-1]
         hb, wb = (h + k - 1) // k, (w + k - 1) // k
-        pooled = F.max_pool2d(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k, stride=1)
-        pooled = F.pad(pooled, (0, wb * k - w, 0, hb * k - h))  # zeros up to a multiple of k
+        if k == 2:
+            # implicit -inf padding of one on each side, keep the windows starting at 0: no copy
+            pooled = F.max_pool2d(x, 2, stride=1, padding=1)[:, :, 1:, 1:]
+        else:
+            pooled = F.max_pool2d(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k, stride=1)
+        if torch.compiler.is_compiling() or hb * k != h or wb * k != w:
+            # zeros up to a multiple of k (always in a traced graph, so it holds for every size)
+            pooled = F.pad(pooled, (0, wb * k - w, 0, hb * k - h))
         out = _batch_to_space(self.body(_space_to_batch(pooled, k, hb, wb)), k)
         return out[:, :, :h, :w]
 
