@@ -154,6 +154,11 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
     }
 
 
+def fmt(v: float) -> str:
+    """Images/s for a table: whole numbers from 100 up, three significant digits below."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def markdown(rows: list[dict], peaks: dict) -> str:
     head = (
         "| model | size | device / mode | params | MMAC/img | infer img/s (min-max) | % peak "
@@ -167,8 +172,8 @@ def markdown(rows: list[dict], peaks: dict) -> str:
         i, t = r["inference"], r["training"]
         lines.append(
             f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | {r['macs_per_image'] / 1e6:.1f} "
-            f"| {i['images_per_s']:.3g} ({i['min']:.3g}-{i['max']:.3g}) | {100 * r['inference_flops'] / peak:.0f}% "
-            f"| {t['images_per_s']:.3g} ({t['min']:.3g}-{t['max']:.3g}) | {100 * r['training_flops'] / peak:.0f}% "
+            f"| {fmt(i['images_per_s'])} ({fmt(i['min'])}-{fmt(i['max'])}) | {100 * r['inference_flops'] / peak:.0f}% "
+            f"| {fmt(t['images_per_s'])} ({fmt(t['min'])}-{fmt(t['max'])}) | {100 * r['training_flops'] / peak:.0f}% "
             f"| {r['saved_activations_mb']} |"
         )
     return "\n".join(lines)
