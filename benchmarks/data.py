@@ -7,7 +7,6 @@ the training loop never waits on data. Writes benchmarks/data.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from run import write_json  # noqa: E402  (benchmarks/run.py, beside this script)
 
 from zoo.data import M2NISTDataModule  # noqa: E402
 
@@ -42,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = loader_rate(augment, workers, args.batches)
             rows.append({"augment": augment, "num_workers": workers, "images_per_s": rate})
             print(f"augment={augment!s:5}  num_workers={workers}: {rate:8.0f} images/s", flush=True)
-    Path(args.json).write_text(
-        json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n"
-    )
-    print(f"wrote {args.json}")
+    write_json(args.json, {"threads": torch.get_num_threads(), "rows": rows})
     return 0
 
 

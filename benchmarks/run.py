@@ -55,6 +55,13 @@ def timed(fn, device: str, warmup: int, reps: int) -> list[float]:
     return times
 
 
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write a benchmark's results (creating the folder) and say where."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     """FLOP/s of an n x n matmul in `dtype`: the machine's practical peak."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -228,11 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
         "matmul_peak_flops": peaks,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"\nmachine: {machine}\n")
-    print(markdown(rows, peaks))
-    print(f"\nwrote {args.json}")
+    print(markdown(rows, peaks) + "\n")
+    write_json(args.json, {"machine": machine, "rows": rows})
     return 0
 
 

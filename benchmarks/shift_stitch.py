@@ -9,10 +9,8 @@ Same weights; outputs are checked equal first, then forward + backward is timed 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from run import timed, write_json  # noqa: E402  (benchmarks/run.py, beside this script)
 
 import zoo  # noqa: E402
 from zoo.layers import ConvBNAct  # noqa: E402
@@ -54,19 +54,14 @@ def dense_twin(stitch: nn.Module) -> nn.Module:
     return dense
 
 
-def time_fwd_bwd(model: nn.Module, x: torch.Tensor, warmup: int, reps: int) -> list[float]:
+def fwd_bwd(model: nn.Module, x: torch.Tensor):
+    """One forward + backward of `model` on `x`, as a callable for `timed`."""
+
     def step():
         model.zero_grad(set_to_none=True)
         model(x).square().mean().backward()
 
-    for _ in range(warmup):
-        step()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        step()
-        out.append(time.perf_counter() - t)
-    return out
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         # interleave the two so that background load hits both alike
         ts, td = [], []
         for _ in range(args.reps):
-            ts += time_fwd_bwd(stitch, x, args.warmup if not ts else 0, 1)
-            td += time_fwd_bwd(dense, x, args.warmup if not td else 0, 1)
+            ts += timed(fwd_bwd(stitch, x), "cpu", args.warmup if not ts else 0, 1)
+            td += timed(fwd_bwd(dense, x), "cpu", args.warmup if not td else 0, 1)
         row = {
             "size": f"{h}x{w} x{batch}",
             "outputs_equal": same,
@@ -99,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{row['size']:>14}: stitch {row['stitch_ms']:8.1f} ms, dense {row['dense_ms']:8.1f} ms, "
               f"ratio {row['ratio']:.2f}, outputs equal: {same}", flush=True)  # fmt: skip
-    Path(args.json).write_text(
-        json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n"
-    )
-    print(f"wrote {args.json}")
+    write_json(args.json, {"threads": torch.get_num_threads(), "rows": rows})
     return 0
 
 

@@ -151,7 +151,7 @@ def test_ddp_two_processes_metrics_equal_single_process(tmp_path):
         out = run_train(["test", *args])
         assert out.returncode == 0, out.stderr[-3000:]
         assert devices == 1 or "MEMBER: 2/2" in out.stdout + out.stderr, "not two processes"
-        scores[devices] = json.loads((root / "results.json").read_text())["test"]
+        scores[devices] = json.loads((root / "test_results.json").read_text())["test"]
     assert scores[1] == scores[2]
 
 

@@ -50,9 +50,6 @@ class MagnitudePruning(ModelPruning):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pass  # pruning happens when an epoch starts, not (as in ModelPruning) when it ends
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        pass
-
     def _amount_now(self, epoch: int) -> float:
         # PyTorch prunes `amount` of the weights still unmasked: ask for what reaches the target
         if self.target == 0 or epoch < self.start_epoch:

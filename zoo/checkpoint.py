@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.hub import DEFAULT_TAG, read_card, sha256
+from zoo.hub import CARD_VERSION, DEFAULT_TAG, read_card, sha256
 from zoo.registry import create_model
 
 PREPROCESSING = {
@@ -100,6 +100,32 @@ def load_safetensors_into(model: nn.Module, path: str | Path, card: dict | None 
     load_state_checked(model, state, str(path))
 
 
+def _model_from_pickled(obj: object, path: Path, arch: str | None, model_kwargs: dict) -> nn.Module:
+    """The model a `torch.load`-ed Lightning checkpoint or plain state dict describes, weights loaded."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a checkpoint dict or a state dict")
+    if "state_dict" in obj and "hyper_parameters" in obj:
+        hp = obj["hyper_parameters"]
+        if "arch" not in hp:
+            raise ValueError(f"{path} is a Lightning checkpoint without an 'arch' hyperparameter")
+        from zoo.data.m2nist import NUM_CLASSES
+
+        if arch is not None and arch != hp["arch"]:
+            raise ValueError(f"{path} holds a {hp['arch']}, not a {arch}")
+        arch = hp["arch"]
+        kwargs = {"num_classes": NUM_CLASSES, **(hp.get("model_kwargs") or {}), **model_kwargs}
+        state = _model_state(obj["state_dict"])
+    elif all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if arch is None:
+            raise ValueError(f"{path} is a plain state dict: pass arch= (and the model's keyword arguments)")
+        kwargs, state = model_kwargs, obj
+    else:
+        raise ValueError(f"{path} is neither a Lightning checkpoint nor a state dict of tensors")
+    model = create_model(arch, **kwargs)
+    load_state_checked(model, state, str(path))
+    return model
+
+
 def load(
     path: str | Path, map_location: str | torch.device = "cpu", arch: str | None = None, **model_kwargs
 ) -> nn.Module:
@@ -129,32 +155,7 @@ def load(
         model = create_model(arch, **kwargs)
         load_safetensors_into(model, path, card)
     else:
-        obj = _read_pickled(path)
-        if not isinstance(obj, dict):
-            raise ValueError(
-                f"{path} holds a {type(obj).__name__}, expected a checkpoint dict or a state dict"
-            )
-        if "state_dict" in obj and "hyper_parameters" in obj:
-            hp = obj["hyper_parameters"]
-            if "arch" not in hp:
-                raise ValueError(f"{path} is a Lightning checkpoint without an 'arch' hyperparameter")
-            from zoo.data.m2nist import NUM_CLASSES
-
-            if arch is not None and arch != hp["arch"]:
-                raise ValueError(f"{path} holds a {hp['arch']}, not a {arch}")
-            arch = hp["arch"]
-            kwargs = {"num_classes": NUM_CLASSES, **(hp.get("model_kwargs") or {}), **model_kwargs}
-            state = _model_state(obj["state_dict"])
-        elif all(isinstance(v, torch.Tensor) for v in obj.values()):
-            if arch is None:
-                raise ValueError(
-                    f"{path} is a plain state dict: pass arch= (and the model's keyword arguments)"
-                )
-            kwargs, state = model_kwargs, obj
-        else:
-            raise ValueError(f"{path} is neither a Lightning checkpoint nor a state dict of tensors")
-        model = create_model(arch, **kwargs)
-        load_state_checked(model, state, str(path))
+        model = _model_from_pickled(_read_pickled(path), path, arch, model_kwargs)
     if card is not None:
         model.card = card
     return model.to(map_location).eval()
@@ -172,7 +173,7 @@ def save_pretrained(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, weights, metadata={"arch": arch, "tag": tag})
     full = {
-        "card_version": 1,
+        "card_version": CARD_VERSION,
         "arch": arch,
         "tag": tag,
         "model_kwargs": dict(model_kwargs),
@@ -196,8 +197,8 @@ def export(
         results: the run's results.json (test metrics, data, command); default: beside the checkpoint.
     """
     ckpt_path = Path(ckpt_path)
-    model = load(ckpt_path)
     obj = _read_pickled(ckpt_path)
+    model = _model_from_pickled(obj, ckpt_path, None, {}).eval()
     results = Path(results) if results else ckpt_path.parent / "results.json"
     run = json.loads(results.read_text()) if results.is_file() else {}
 

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from zoo.callbacks import MagnitudePruning
 from zoo.data.datamodule import M2NISTDataModule
+from zoo.inference import predict
 from zoo.module import NonFiniteLossError, SegmentationModule
 
 RUNS = Path("checkpoints") / "runs"
@@ -107,10 +108,10 @@ class ZooCLI(LightningCLI):
             self.write_results()
 
     def after_test(self) -> None:
-        self.write_results()
+        self.write_results("test_results")  # a later `test` leaves the fit's results.json as it was
 
-    def write_results(self) -> None:
-        """results.json (arch, data, parameters, test scores) and results.png (curves, predictions)."""
+    def write_results(self, stem: str = "results") -> None:
+        """`{stem}.json` (arch, data, parameters, test scores) and `{stem}.png` (curves, predictions)."""
         if not self.trainer.is_global_zero or self.model.test_scores is None:
             return
         root = Path(self.trainer.default_root_dir)
@@ -130,28 +131,23 @@ class ZooCLI(LightningCLI):
             "data": self.datamodule.source,
             "test": self.model.test_scores,
         }
-        path = root / "results.json"
+        path = root / f"{stem}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results: {path}")
         csv = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
         if csv is not None:
             csv.save()
-            png = self.write_report(root / "results.png", Path(csv.log_dir) / "metrics.csv")
+            png = self.write_report(root / f"{stem}.png", Path(csv.log_dir) / "metrics.csv")
             print(f"report: {png}")
 
     def write_report(self, path: Path, metrics_csv: Path) -> Path:
         from zoo.viz import save_training_report
 
-        images, labels = (a[:REPORT_IMAGES] for a in self.datamodule.splits["test"])
-        batch = torch.stack([self.datamodule.dataset("test")[i][0] for i in range(len(images))])
-        model = self.model.eval()
-        with torch.no_grad():
-            predictions = model(batch.to(model.device)).argmax(1).cpu().numpy()
+        images, labels = (np.asarray(a[:REPORT_IMAGES]) for a in self.datamodule.splits["test"])
+        predictions = predict(self.model.model, images)
         digit_miou = self.model.test_scores["digit_miou"]
         title = f"{self.model.hparams.arch}: test digit mIoU {digit_miou:.3f}"
-        return save_training_report(
-            path, metrics_csv, np.asarray(images), np.asarray(labels), predictions, title
-        )
+        return save_training_report(path, metrics_csv, images, labels, predictions, title)
 
 
 def main(argv: list[str] | None = None, **cli_kwargs) -> int:

@@ -81,11 +81,13 @@ def pretrained_card(name: str) -> dict:
     return read_card(card)
 
 
-def load_pretrained(model: nn.Module, name: str) -> None:
-    """Load the shipped weights of `name` (or `name.tag`) into `model`, checking the checksum."""
+def load_pretrained(model: nn.Module, name: str, card: dict | None = None) -> None:
+    """Load the shipped weights of `name` (or `name.tag`) into `model`, checking the checksum.
+
+    Args:
+        card: its model card, when the caller has read it already.
+    """
     from zoo.checkpoint import load_safetensors_into
 
-    arch, tag = split_tag(name)
-    card = pretrained_card(name)
-    weights, _ = weight_paths(arch, tag)
-    load_safetensors_into(model, weights, card)
+    weights, _ = weight_paths(*split_tag(name))
+    load_safetensors_into(model, weights, card or pretrained_card(name))

@@ -8,10 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.preprocess import normalize
 
-def _as_batch(model: nn.Module, images) -> tuple[torch.Tensor, bool]:
-    """(float (N, C, H, W) input, whether a single image was given)."""
-    in_channels = getattr(model, "in_channels", 1)
+
+def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
+    """Raw uint8 numpy images or normalised float tensors -> (float (N, C, H, W), single image?).
+
+    Uint8 images go through `zoo.preprocess.normalize`, the zoo's one normalisation.
+    """
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
             raise ValueError(
@@ -23,12 +27,11 @@ def _as_batch(model: nn.Module, images) -> tuple[torch.Tensor, bool]:
         if images.ndim not in (2, 3):
             raise ValueError(f"expected images (H, W) or (N, H, W), found shape {images.shape}")
         single = images.ndim == 2
-        x = (
-            model.preprocess(images)
-            if hasattr(model, "preprocess")
-            else torch.from_numpy(images).float().div(255)
-        )
-        return x.reshape(-1, in_channels, *images.shape[-2:]), single
+        if in_channels != 1:
+            raise ValueError(
+                f"uint8 images are grayscale (H, W) or (N, H, W); a {in_channels}-channel model needs a float tensor"
+            )
+        return normalize(images).reshape(-1, 1, *images.shape[-2:]), single
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point():
             raise ValueError(
@@ -66,7 +69,7 @@ def predict(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
-    x, single = _as_batch(model, images)
+    x, single = as_batch(images, getattr(model, "in_channels", 1))
     param = next(model.parameters())
     was_training = model.training
     model.eval()

@@ -102,6 +102,6 @@ def create_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     if pretrained:
         from zoo.hub import load_pretrained
 
-        load_pretrained(model, f"{name}.{tag}")
+        load_pretrained(model, f"{name}.{tag}", card)
         model.card = card
     return model

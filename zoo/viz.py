@@ -131,7 +131,8 @@ def save_training_report(
     score_ax.set(xlabel="epoch", ylim=(0, 1), title="validation")
     for ax in (loss_ax, score_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # a test-only run logs no curves
+            ax.legend(fontsize=8)
     for i in range(n):
         r, c = divmod(i, columns)
         axes = [fig.add_subplot(grid[1 + r, 3 * c + k]) for k in range(3)]

@@ -91,12 +91,5 @@ def _fast_inference_ok(x: torch.Tensor) -> bool:
         and torch.backends.mkldnn.is_available()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
-        and not _exporting()
+        and not torch.onnx.is_in_onnx_export()
     )
-
-
-def _exporting() -> bool:
-    try:
-        return torch.onnx.is_in_onnx_export()
-    except AttributeError:
-        return False

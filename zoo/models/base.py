@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -109,18 +110,16 @@ class ZooModel(nn.Module):
     def preprocess(self, images) -> torch.Tensor:
         """Raw uint8 images in 0..255, (H, W) or (N, H, W), -> this model's float input (N, 1, H, W).
 
-        The zoo's one normalisation (`zoo.preprocess.normalize`, x / 255), so applications never
-        re-implement it.
+        The zoo's one normalisation (`zoo.preprocess.normalize`, x / 255, as `zoo.predict`
+        applies it), so applications never re-implement it.
         """
-        from zoo.preprocess import normalize
+        from zoo.inference import as_batch
 
-        x = normalize(images)
-        if x.dim() not in (2, 3) or self.in_channels != 1:
+        if getattr(images, "dtype", None) != np.uint8:
             raise ValueError(
-                f"expected grayscale images (H, W) or (N, H, W) for a {self.in_channels}-channel model, "
-                f"found shape {tuple(x.shape)}"
+                f"expected uint8 numpy images in 0..255, found {getattr(images, 'dtype', type(images))}"
             )
-        return x.reshape(-1, 1, *x.shape[-2:])
+        return as_batch(images, self.in_channels)[0]
 
     grad_checkpointing: bool = False
 

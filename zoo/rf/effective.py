@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.preprocess import normalize
+from zoo.inference import as_batch
 from zoo.rf.theory import receptive_field
 
 
@@ -74,18 +74,6 @@ def uniform_radius(theoretical: tuple[int, int], mass: float = 0.95) -> float:
     return radius_of_mass(flat, (theoretical[0] // 2, theoretical[1] // 2), mass)
 
 
-def _as_inputs(images, in_channels: int) -> torch.Tensor:
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim not in (2, 3):
-            raise ValueError(f"images must be uint8 (H, W) or (N, H, W), found {images.dtype} {images.shape}")
-        x = normalize(images)
-        x = x[None, None] if x.dim() == 2 else x[:, None]
-        return x.expand(-1, in_channels, -1, -1).contiguous()
-    if isinstance(images, torch.Tensor) and images.is_floating_point() and images.dim() == 4:
-        return images
-    raise ValueError("images must be a uint8 numpy array (N, H, W) or a float tensor (N, C, H, W)")
-
-
 def _reinitialise(model: nn.Module) -> None:
     if hasattr(model, "init_weights"):
         model.init_weights()
@@ -134,7 +122,7 @@ def effective_receptive_field(
     )
     generator = torch.Generator().manual_seed(seed)
     if images is not None:
-        x_all = _as_inputs(images, in_channels)
+        x_all, _ = as_batch(images, in_channels)
         size = tuple(x_all.shape[-2:])
     else:
         if input_size is None:
