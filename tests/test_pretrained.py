@@ -44,6 +44,11 @@ def test_the_default_model_ships():
     assert "vgg4_dilated" in SHIPPED
 
 
+def test_every_model_but_the_wide_variants_ships():
+    # the README's model table says the *_wide variants are the ones not trained here
+    assert set(SHIPPED) == set(zoo.list_models()) - set(zoo.list_models("*_wide"))
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_card_and_checksum(name):
     weights, card_path = weight_paths(name)

@@ -7,6 +7,10 @@ Layer table of the 4-layer VGGs (every conv: "same" padding, bias, BatchNorm, Re
     2      24 (128)      3x3, d=2      5x5                3x3, s=2      2x2 pool, then 3x3
     3      32 (256)      3x3, d=4      7x7                3x3, s=2      2x2 pool, then 3x3
     4      48 (512)      3x3, d=8      9x9                3x3, s=2      2x2 pool, then 3x3
+
+`vgg7_dilated` adds depth and a context module (Yu & Koltun) so that every pixel of a 28x28
+digit sees the whole digit: widths 16-24-32-32-48-48-48, 3x3 convs with dilations
+1, 1, 2, 4, 8, 16, 1 (receptive field 67, no holes: each dilation is at most the field before it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from zoo.registry import register_model
 
 POOLS = (None, "max", "stitch")
 VGG4_WIDTHS = (16, 24, 32, 48)
+VGG7_WIDTHS = (16, 24, 32, 32, 48, 48, 48)
+VGG7_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 WIDE_WIDTHS = (64, 128, 256, 512)
 
 
@@ -120,6 +126,12 @@ class VGG(ZooModel):
 def vgg4_dilated(**kwargs) -> VGG:
     """4-layer VGG, 3x3 convs with dilations 1, 2, 4, 8; full resolution, receptive field 31."""
     return VGG(**{"dilations": (1, 2, 4, 8), **kwargs})
+
+
+@register_model
+def vgg7_dilated(**kwargs) -> VGG:
+    """7-layer VGG, 3x3 convs with dilations 1, 1, 2, 4, 8, 16, 1; full resolution, receptive field 67."""
+    return VGG(**{"widths": VGG7_WIDTHS, "dilations": VGG7_DILATIONS, **kwargs})
 
 
 @register_model

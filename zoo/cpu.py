@@ -1,0 +1,34 @@
+"""CPU runtime settings the zoo applies for speed, measured by `benchmarks/run.py`."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_applied = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed large blocks instead of returning them to the OS.
+
+    Every CPU training step allocates and frees the same activation-sized buffers; by default
+    glibc unmaps blocks over 32 MB on free (and the per-step ones are that big at batch 32), so
+    every step page-faults them back in, zero-filled. Keeping them measured 10-25% more training
+    throughput here; the cost is that the process keeps its peak memory, as PyTorch's CUDA
+    caching allocator does. Applied once per process; `ZOO_KEEP_FREED_MEMORY=0` turns it off.
+    Returns whether it is in effect.
+    """
+    global _applied
+    if _applied:
+        return True
+    if os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31) == 1
+    _applied = ok
+    return ok
