@@ -124,6 +124,9 @@ def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
     b = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert b["epochs"] == a["epochs"] == 3
     assert b["test"] == a["test"]
+    # the curves of the resumed run join its earlier log version: every epoch, same values
+    assert [e for e, _ in a["history"]["val/digit_miou"]] == [0, 1, 2]
+    assert b["history"] == a["history"]
     wa = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from pytorch_lightning.callbacks import ModelPruning
 from torch import nn
 
@@ -45,7 +46,18 @@ class MagnitudePruning(ModelPruning):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         amount = self._amount_now(trainer.current_epoch)
         if amount:
+            # torch.nn.utils.prune flattens weights with .view(-1), which channels_last tensors
+            # refuse: prune in NCHW, then give the weights (and masks) their layout back
+            self._set_layout(torch.contiguous_format)
             self.apply_pruning(amount)
+            self._set_layout(torch.channels_last)
+
+    def _set_layout(self, memory_format: torch.memory_format) -> None:
+        for module, name in self._parameters_to_prune:
+            for attr in (name, f"{name}_orig", f"{name}_mask"):
+                t = module._parameters.get(attr, module._buffers.get(attr))
+                if t is not None and t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=memory_format)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         pass  # pruning happens when an epoch starts, not (as in ModelPruning) when it ends

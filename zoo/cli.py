@@ -20,10 +20,12 @@ from zoo.cpu import keep_freed_memory
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.inference import predict
 from zoo.module import NonFiniteLossError, SegmentationModule
+from zoo.viz import read_metrics_csv
 
 RUNS = Path("checkpoints") / "runs"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 REPORT_IMAGES = 8
+HISTORY = ("train/loss_epoch", "val/loss", "val/digit_miou")  # per-epoch curves kept in results.json
 
 
 def gpu_precision() -> str | None:
@@ -82,6 +84,7 @@ class ZooCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.fit_started = time.perf_counter()
+        self.resumed = self.config[self.subcommand].get("ckpt_path") is not None
 
     def after_fit(self) -> None:
         self.fit_seconds = time.perf_counter() - self.fit_started
@@ -113,16 +116,31 @@ class ZooCLI(LightningCLI):
             "data": self.datamodule.source,
             "test": self.model.test_scores,
         }
-        path = root / f"{stem}.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"results: {path}")
         csv = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
         if csv is not None:
             csv.save()
-            png = self.write_report(root / f"{stem}.png", Path(csv.log_dir) / "metrics.csv")
-            print(f"report: {png}")
+            files = self.history_files(csv)
+            curves = read_metrics_csv(*files)
+            results["history"] = {k: curves[k] for k in HISTORY if k in curves}  # [[epoch, value], ...]
+        path = root / f"{stem}.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results: {path}")
+        if csv is not None:
+            print(f"report: {self.write_report(root / f'{stem}.png', files)}")
 
-    def write_report(self, path: Path, metrics_csv: Path) -> Path:
+    def history_files(self, csv: CSVLogger) -> list[Path]:
+        """This run's metrics.csv; after a resume, the earlier versions' too (oldest first)."""
+        current = Path(csv.log_dir) / "metrics.csv"
+        if not getattr(self, "resumed", False):
+            return [current]
+        versions = sorted(
+            (int(d.name.split("_")[1]), d / "metrics.csv")
+            for d in Path(csv.root_dir).glob("version_*")
+            if d.name.split("_")[1].isdigit() and int(d.name.split("_")[1]) <= csv.version
+        )
+        return [path for _, path in versions if path.is_file()]
+
+    def write_report(self, path: Path, metrics_csv: list[Path]) -> Path:
         from zoo.viz import save_training_report
 
         images, labels = (np.asarray(a[:REPORT_IMAGES]) for a in self.datamodule.splits["test"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,23 +88,28 @@ def save_grid(
     return Path(path)
 
 
-def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Lightning CSVLogger `metrics.csv` -> {metric: [(epoch, value), ...]} for epoch-level metrics."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            for key, value in row.items():
-                if key in ("epoch", "step") or not value or key.endswith("_step"):
+def read_metrics_csv(*paths: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Lightning CSVLogger `metrics.csv` files -> {metric: [(epoch, value), ...]}, epoch-level only.
+
+    Several files (the versions of a resumed run, oldest first) merge by epoch; where two hold
+    the same epoch, the later file wins (a resumed run repeats the interrupted epoch).
+    """
+    merged: dict[str, dict[int, float]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
                     continue
-                series.setdefault(key, []).append((int(row["epoch"]), float(value)))
-    return series
+                for key, value in row.items():
+                    if key in ("epoch", "step") or not value or key.endswith("_step"):
+                        continue
+                    merged.setdefault(key, {})[int(row["epoch"])] = float(value)
+    return {key: sorted(values.items()) for key, values in merged.items()}
 
 
 def save_training_report(
     path: str | Path,
-    metrics_csv: str | Path,
+    metrics_csv: str | Path | Sequence[str | Path],
     images: np.ndarray,
     labels: np.ndarray,
     predictions: np.ndarray,
@@ -111,7 +117,8 @@ def save_training_report(
 ) -> Path:
     """One PNG: loss and validation-metric curves on top, test images | truth | prediction below."""
     plt = _pyplot()
-    series = read_metrics_csv(metrics_csv)
+    paths = [metrics_csv] if isinstance(metrics_csv, (str, Path)) else list(metrics_csv)
+    series = read_metrics_csv(*paths)
     n = len(images)
     columns = 4
     rows = max(1, math.ceil(n / columns))
