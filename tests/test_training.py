@@ -88,6 +88,33 @@ def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
     torch.testing.assert_close(reloaded(x), module(x))
 
 
+class _WeightsAtTrainStart(pl.Callback):
+    def on_train_start(self, trainer, module):
+        self.state = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+def test_init_from_starts_the_fit_from_given_weights(tmp_path):
+    source = zoo.create_model("vgg4_dilated", widths=[8, 8, 8, 8])
+    with torch.no_grad():
+        for t in source.state_dict().values():
+            if t.is_floating_point():
+                t.uniform_(-1, 1)  # unlike any fresh initialisation
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    seen = _WeightsAtTrainStart()
+    module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, init_from=str(path))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, callbacks=[seen])
+    trainer.fit(module, datamodule=tiny_data())
+    expected = source.state_dict()
+    assert seen.state.keys() == expected.keys()
+    assert all(torch.equal(seen.state[k], expected[k]) for k in expected)
+
+    other = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 16]}, init_from=str(path))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"weights\.pt.*shape"):
+        trainer.fit(other, datamodule=tiny_data())
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     from zoo.module import NonFiniteLossError
 

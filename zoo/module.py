@@ -37,6 +37,8 @@ class SegmentationModule(pl.LightningModule):
         channels_last: keep the model's channels_last weights (as `zoo.create_model` makes them;
             measured faster on CPU and GPU); False converts them to NCHW.
         compile: wrap the model in `torch.compile`.
+        init_from: start a fit from these weights (a `train.py` .ckpt or shipped .safetensors of
+            the same architecture), e.g. a second, lower-rate stage; ignored when resuming.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class SegmentationModule(pl.LightningModule):
         schedule: str = "onecycle",
         channels_last: bool | None = True,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if loss not in ("ce", "ce+dice"):
@@ -81,6 +84,14 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_scores: dict | None = None
+
+    def on_fit_start(self) -> None:
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            from zoo.checkpoint import load, load_state_checked
+
+            # load() checks the file's architecture against ours and names both when they differ
+            source = load(self.hparams.init_from, arch=self.hparams.arch, **self.model.model_kwargs)
+            load_state_checked(self.model, source.state_dict(), str(self.hparams.init_from))
 
     def setup(self, stage: str) -> None:
         if self.hparams.class_weights == "median_frequency" and self.class_weight is None:
