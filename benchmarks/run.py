@@ -41,17 +41,26 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, warmup: int, reps: int) -> list[float]:
-    """Seconds per call, `reps` times after `warmup` calls."""
+def timed(fn, device: str, warmup: int, reps: int, min_seconds: float = 0.25) -> list[float]:
+    """Seconds per call, `reps` times after `warmup` calls.
+
+    Each repetition calls `fn` until `min_seconds` have passed and reports the mean per call, so
+    short calls (inference at 64x84) are timed over a window long enough to be steady.
+    """
     for _ in range(warmup):
         fn()
     sync(device)
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            sync(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        times.append(elapsed / calls)
     return times
 
 
