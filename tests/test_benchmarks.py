@@ -37,3 +37,14 @@ def test_harness_smoke(tmp_path, capsys):
     assert row["macs_per_image"] == (9 * (16 + 384 + 768 + 1536) + 528) * 64 * 84
     assert row["inference"]["images_per_s"] > 0 and row["training"]["images_per_s"] > 0
     assert "| `vgg4_dilated` | 64x84 x32 | cpu |" in capsys.readouterr().out
+
+
+def test_step_profile_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "profile.json"
+    assert module.main(["--batch", "2", "--reps", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["bn_backward"]) == {"16", "24", "32", "48"}  # vgg4_dilated's batch-norm widths
+    assert data["operator_ms_per_step"]["convolution"] > 0 and data["step_ms"] > 0

@@ -1,0 +1,161 @@
+"""Where a CPU training step's time goes: `python benchmarks/profile_step.py [--model vgg4_dilated]`.
+
+Three measurements of one model as `create_model` returns it (64x84, batch 32, AdamW), printed as
+tables and written to JSON:
+
+- the step's operators by self time (torch.profiler), grouped into convolution, batch norm,
+  ReLU and the rest;
+- an ablation: the step with batch norm + ReLU removed, which bounds what a fused
+  batch-norm + ReLU kernel could win;
+- batch-norm backward alone per channel count, channels_last against NCHW (the layer widths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.profiler import ProfilerActivity, profile
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py beside this script
+
+from run import macs_per_image, matmul_peak, timed, write_json  # noqa: E402
+
+import zoo  # noqa: E402
+
+GROUPS = {
+    "convolution": ("convolution",),
+    "batch norm": ("batch_norm",),
+    "relu": ("threshold_backward", "relu", "clamp_min"),
+    "loss": ("log_softmax", "nll_loss"),
+}
+
+
+def make_step(model: nn.Module, batch: int, h: int, w: int):
+    """A closure running one training step (forward, cross-entropy, backward, AdamW)."""
+    x = torch.rand(batch, model.in_channels, h, w)
+    y = torch.randint(0, model.num_classes, (batch, h, w))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def op_breakdown(step, steps: int = 5) -> dict[str, float]:
+    """Milliseconds per step of each operator group (self CPU time of aten ops)."""
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals = dict.fromkeys([*GROUPS, "other"], 0.0)
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        group = next((g for g, keys in GROUPS.items() if any(k in event.key for k in keys)), "other")
+        totals[group] += event.self_cpu_time_total / 1e3 / steps
+    return totals
+
+
+def without_norm_and_relu(model: nn.Module) -> nn.Module:
+    """The same model with every BatchNorm2d and ReLU replaced by the identity."""
+    for name, child in model.named_children():
+        if isinstance(child, (nn.BatchNorm2d, nn.ReLU)):
+            setattr(model, name, nn.Identity())
+        else:
+            without_norm_and_relu(child)
+    return model
+
+
+def bn_backward_ms(
+    channels: int, batch: int, h: int, w: int, fmt: torch.memory_format, reps: int = 5
+) -> float:
+    """Median milliseconds of one batch-norm backward (training statistics) in layout `fmt`."""
+    x = torch.randn(batch, channels, h, w).contiguous(memory_format=fmt)
+    g = torch.randn_like(x)
+    weight, bias = torch.ones(channels), torch.zeros(channels)
+    mean, var = torch.zeros(channels), torch.ones(channels)
+    _, save_mean, save_invstd = torch.native_batch_norm(x, weight, bias, mean, var, True, 0.1, 1e-5)
+
+    def backward() -> None:
+        torch.ops.aten.native_batch_norm_backward(
+            g, x, weight, mean, var, save_mean, save_invstd, True, 1e-5, [True, True, True]
+        )
+
+    return 1e3 * statistics.median(timed(backward, "cpu", warmup=2, reps=reps))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg4_dilated")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--json", default="benchmarks/profile_step.json")
+    args = parser.parse_args(argv)
+    batch, h, w, reps = args.batch, 64, 84, args.reps
+
+    model = zoo.create_model(args.model).train()
+    step = make_step(model, batch, h, w)
+    groups = op_breakdown(step)
+    step_ms = 1e3 * statistics.median(timed(step, "cpu", warmup=2, reps=reps))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        step()
+    faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 5
+    bare = make_step(without_norm_and_relu(zoo.create_model(args.model)).train(), batch, h, w)
+    bare_ms = 1e3 * statistics.median(timed(bare, "cpu", warmup=2, reps=reps))
+    widths = sorted({m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)})
+    bn = {
+        c: {
+            "channels_last_ms": bn_backward_ms(c, batch, h, w, torch.channels_last, reps),
+            "nchw_ms": bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps),
+        }
+        for c in widths
+    }
+
+    peak = matmul_peak("cpu", torch.float32)
+    train_flops = 3 * 2 * macs_per_image(zoo.create_model(args.model), h, w) * batch  # per step
+
+    def share(ms: float) -> str:
+        return f"{ms:.1f} ms = {100 * train_flops / (ms / 1e3) / peak:.0f}% of the matmul peak"
+
+    print(f"{args.model}, 64x84 batch {batch}, {torch.get_num_threads()} threads")
+    print(f"\nstep {share(step_ms)}; without batch norm and ReLU {share(bare_ms)}")
+    print(f"minor page faults per step: {faults_per_step:.0f} (ZOO_KEEP_FREED_MEMORY=0 to compare)\n")
+    print("| operators (profiler, self time) | ms per step |\n|---|---:|")
+    for name, ms in groups.items():
+        print(f"| {name} | {ms:.1f} |")
+    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms |\n|---:|---:|---:|")
+    for c, r in bn.items():
+        print(f"| {c} | {r['channels_last_ms']:.2f} | {r['nchw_ms']:.2f} |")
+    write_json(
+        args.json,
+        {
+            "model": args.model,
+            "batch": batch,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "step_ms": step_ms,
+            "step_without_norm_relu_ms": bare_ms,
+            "matmul_peak_flops": peak,
+            "training_flops_per_step": train_flops,
+            "minor_page_faults_per_step": faults_per_step,
+            "operator_ms_per_step": groups,
+            "bn_backward": bn,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
