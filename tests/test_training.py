@@ -153,7 +153,9 @@ def test_config_parses_and_instantiates(config):
     )
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
-    assert config.stem in (arch, "default")
+    assert config.stem.removesuffix("_stage2") in (arch, "default")
+    if config.stem.endswith("_stage2"):  # starts from the first stage's best checkpoint
+        assert cli.model.hparams.init_from == f"checkpoints/runs/{arch}/best.ckpt"
     assert isinstance(cli.model.model, zoo.ZooModel)
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Train the shipped weights: one run per configs/<model>.yaml, then export best.ckpt to checkpoints/
-# as safetensors + model card.   bash tools/train_pretrained.sh [model ...]   (default: all below)
+# Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml
+# where there is one: a second stage starting from the first's best checkpoint), then export the
+# last stage's best.ckpt to checkpoints/ as safetensors + model card.
+#   bash tools/train_pretrained.sh [model ...]   (default: all below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=("$@")
@@ -11,5 +13,10 @@ fi
 for m in "${models[@]}"; do
   echo "== $m"
   python train.py fit --config "configs/$m.yaml" --trainer.enable_progress_bar false
-  python -m zoo export "checkpoints/runs/$m/best.ckpt" checkpoints/
+  run="checkpoints/runs/$m"
+  if [ -f "configs/${m}_stage2.yaml" ]; then
+    python train.py fit --config "configs/${m}_stage2.yaml" --trainer.enable_progress_bar false
+    run="checkpoints/runs/${m}_stage2"
+  fi
+  python -m zoo export "$run/best.ckpt" checkpoints/
 done
