@@ -139,6 +139,41 @@ def test_export_from_a_training_run(tmp_path, small_model):
     same_outputs(load(weights), small_model)
 
 
+def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
+    first = tmp_path / "stage1"
+    first.mkdir()
+    (first / "results.json").write_text(
+        json.dumps({"command": "python train.py a", "epochs": 60, "fit_seconds": 100.0})
+    )
+    second = tmp_path / "stage2"
+    second.mkdir()
+    ckpt = second / "best.ckpt"
+    state = {f"model.{k}": v for k, v in small_model.state_dict().items()}
+    hp = {"arch": "vgg4_dilated", "model_kwargs": SMALL, "init_from": str(first / "best.ckpt")}
+    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 20}, ckpt)
+    (second / "results.json").write_text(
+        json.dumps(
+            {"test": {"digit_miou": 0.9, "miou": 0.9, "pixel_acc": 0.99}, "epochs": 24, "fit_seconds": 50.0}
+        )
+    )
+    _, card_path = export(ckpt, tmp_path / "out")
+    card = json.loads(card_path.read_text())
+    (stage,) = card["training"]["earlier_stages"]
+    assert stage["epochs"] == 60 and stage["fit_seconds"] == 100.0 and stage["command"] == "python train.py a"
+
+    from zoo.summary import markdown
+
+    row = {
+        "model": "m",
+        "params": 1,
+        "params_cifar": 1,
+        "receptive_field": 3,
+        "downsampling": False,
+        "card": card,
+    }
+    assert markdown([row]).splitlines()[-1].endswith("| 60+24 | 2.5 min |")  # both stages: 150 s
+
+
 def test_predict_shapes_dtypes_and_errors(small_model):
     rng = np.random.default_rng(0)
     one = rng.integers(0, 256, (37, 45), dtype=np.uint8)

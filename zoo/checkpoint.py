@@ -223,4 +223,19 @@ def export(
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         },
     }
+    earlier = _earlier_stage(obj["hyper_parameters"].get("init_from"))
+    if earlier:
+        card["training"]["earlier_stages"] = [earlier]
     return save_pretrained(model, out_dir, model.arch, model.model_kwargs, card, tag)
+
+
+def _earlier_stage(init_from: str | None) -> dict | None:
+    """What the run a fit started from (`init_from`) recorded in its results.json, if anything."""
+    if not init_from:
+        return None
+    path = Path(init_from).parent / "results.json"
+    if not path.is_file():
+        return {"from": str(init_from)}
+    run = json.loads(path.read_text())
+    keep = ("command", "epochs", "fit_seconds")
+    return {"from": str(init_from), **{k: run.get(k) for k in keep}, "test": run.get("test")}

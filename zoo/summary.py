@@ -50,9 +50,11 @@ def markdown(rows: list[dict]) -> str:
         card = r["card"]
         if card and card.get("metrics"):
             m, t = card["metrics"], card.get("training", {})
-            secs = t.get("fit_seconds")
-            took = f"{secs / 60:.1f} min" if secs else "?"
-            measured = f"{m['digit_miou']:.3f} | {m['miou']:.3f} | {m['pixel_acc']:.4f} | {t.get('epochs', '?')} | {took}"
+            stages = [*t.get("earlier_stages", []), t]  # a second stage lists the first: show the sum
+            epochs = "+".join(str(st.get("epochs", "?")) for st in stages)
+            secs = [st.get("fit_seconds") for st in stages]
+            took = f"{sum(secs) / 60:.1f} min" if all(secs) else "?"
+            measured = f"{m['digit_miou']:.3f} | {m['miou']:.3f} | {m['pixel_acc']:.4f} | {epochs} | {took}"
         else:
             measured = "not trained here | | | |"
         lines.append(
