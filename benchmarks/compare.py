@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         "downsampling": ("s", "tab:red"),
         "U-Net": ("^", "tab:green"),
     }
-    seen = set()
+    seen, placed = set(), []
     for name in zoo.list_models(pretrained=True):
         if name not in cost:
             continue
@@ -51,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         ax.scatter(cost[name], miou, marker=marker, color=color, s=60, label=None if group in seen else group)
         seen.add(group)
         params = sum(p.numel() for p in model.parameters())
-        ax.annotate(f"{name}\n{params / 1e3:.0f}k", (cost[name], miou), fontsize=7, xytext=(5, 3),
-                    textcoords="offset points")  # fmt: skip
+        # a label next to an already labelled point goes below its own point instead of over the other
+        crowded = any(abs(math.log10(cost[name] / c)) < 0.3 and abs(miou - m) < 0.02 for c, m in placed)
+        placed.append((cost[name], miou))
+        ax.annotate(f"{name}\n{params / 1e3:.0f}k", (cost[name], miou), fontsize=7,
+                    xytext=(5, -20 if crowded else 3), textcoords="offset points")  # fmt: skip
     ax.set(xscale="log", xlabel="training cost, ms per 64x84 image (CPU, benchmarks/run.py)",
            ylabel="test digit mean IoU (model card)", title="M2NIST: accuracy against training cost")  # fmt: skip
     ax.grid(alpha=0.3)
