@@ -149,3 +149,19 @@ def test_gradients_equal_dense_form(k):
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
     for ga, p in zip(grads_a, layer.parameters()):
         torch.testing.assert_close(ga, p.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_space_to_batch_keeps_channels_last():
+    # the layout-preserving path (channels_last input, also a cropped view of one) must give the
+    # same values as the NCHW path and hand the body channels_last tensors
+    from zoo.layers.shift_stitch import batch_to_space, space_to_batch
+
+    x = torch.randn(2, 5, 7, 9)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for a, b in [(x[:, :, 1:, 1:], cl[:, :, 1:, 1:]), (x[:, :, :6, :8], cl[:, :, :6, :8])]:
+        if a.shape[-2] % 2 or a.shape[-1] % 2:
+            continue
+        sa, sb = space_to_batch(a, 2), space_to_batch(b, 2)
+        assert torch.equal(sa, sb) and sb.is_contiguous(memory_format=torch.channels_last)
+        back = batch_to_space(sb, 2)
+        assert torch.equal(back, a) and back.is_contiguous(memory_format=torch.channels_last)

@@ -13,11 +13,13 @@ _applied = False
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed large blocks instead of returning them to the OS.
 
-    Every CPU training step allocates and frees the same activation-sized buffers; by default
-    glibc unmaps blocks over 32 MB on free (and the per-step ones are that big at batch 32), so
-    every step page-faults them back in, zero-filled. Keeping them measured 10-25% more training
-    throughput here; the cost is that the process keeps its peak memory, as PyTorch's CUDA
-    caching allocator does. Applied once per process; `ZOO_KEEP_FREED_MEMORY=0` turns it off.
+    Every CPU forward (and training step) allocates and frees the same activation-sized buffers;
+    by default glibc unmaps large blocks on free (its threshold stops growing at 32 MB, and
+    activations are that big at batch 32), so every call page-faults them back in, zero-filled.
+    Keeping them measured up to 25% more training and inference throughput here
+    (benchmarks/profile_step.py counts the faults); the cost is that the process keeps its peak
+    memory, as PyTorch's CUDA caching allocator does. `ZooModel.forward` applies it on its first
+    CPU call, once per process; `ZOO_KEEP_FREED_MEMORY=0` turns it off.
     Returns whether it is in effect.
     """
     global _applied

@@ -15,9 +15,17 @@ def space_to_batch(x: torch.Tensor, k: int) -> torch.Tensor:
     return _space_to_batch(x, k, h // k, w // k)
 
 
+def _channels_last(t: torch.Tensor) -> bool:
+    """Laid out (N, H, W, C) in memory: channels adjacent, also for a cropped view of such a tensor."""
+    return t.shape[1] > 1 and t.stride(1) == 1
+
+
 def _space_to_batch(x: torch.Tensor, k: int, hb: int, wb: int) -> torch.Tensor:
     # sizes passed in as hb * k, wb * k so that symbolic shapes (torch.export) need no guards
     n, c = x.shape[0], x.shape[1]
+    if _channels_last(x):  # one copy that keeps the layout, so the body's convs need no conversion
+        x = x.permute(0, 2, 3, 1).reshape(n, hb, k, wb, k, c).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(n * k * k, hb, wb, c).permute(0, 3, 1, 2)
     x = x.reshape(n, c, hb, k, wb, k).permute(0, 3, 5, 1, 2, 4)
     return x.reshape(n * k * k, c, hb, wb)
 
@@ -32,6 +40,9 @@ def batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
 
 def _batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
     b, c, h, w = y.shape
+    if _channels_last(y):
+        y = y.permute(0, 2, 3, 1).reshape(b // (k * k), k, k, h, w, c).permute(0, 3, 1, 4, 2, 5)
+        return y.reshape(b // (k * k), h * k, w * k, c).permute(0, 3, 1, 2)
     y = y.reshape(b // (k * k), k, k, c, h, w).permute(0, 3, 4, 1, 5, 2)
     return y.reshape(b // (k * k), c, h * k, w * k)
 
@@ -66,11 +77,7 @@ class ShiftStitch(nn.Module):
         k = self.kernel_size
         h, w = x.shape[-2], x.shape[-1]
         hb, wb = (h + k - 1) // k, (w + k - 1) // k
-        if k == 2:
-            # implicit -inf padding of one on each side, keep the windows starting at 0: no copy
-            pooled = F.max_pool2d(x, 2, stride=1, padding=1)[:, :, 1:, 1:]
-        else:
-            pooled = F.max_pool2d(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k, stride=1)
+        pooled = F.max_pool2d(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k, stride=1)
         if torch.compiler.is_compiling() or hb * k != h or wb * k != w:
             # zeros up to a multiple of k (always in a traced graph, so it holds for every size)
             pooled = F.pad(pooled, (0, wb * k - w, 0, hb * k - h))

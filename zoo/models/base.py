@@ -149,7 +149,7 @@ class ZooModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        if self.training and x.device.type == "cpu":
+        if x.device.type == "cpu":
             keep_freed_memory()
         out = self.head(self.forward_features(x))
         if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
