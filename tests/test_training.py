@@ -103,14 +103,16 @@ def test_init_from_starts_the_fit_from_given_weights(tmp_path):
     torch.save(source.state_dict(), path)
     seen = _WeightsAtTrainStart()
     module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, init_from=str(path))
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, callbacks=[seen])
+    trainer = pl.Trainer(
+        max_steps=1, logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path
+    )
     trainer.fit(module, datamodule=tiny_data())
     expected = source.state_dict()
     assert seen.state.keys() == expected.keys()
     assert all(torch.equal(seen.state[k], expected[k]) for k in expected)
 
     other = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 16]}, init_from=str(path))
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     with pytest.raises(ValueError, match=r"weights\.pt.*shape"):
         trainer.fit(other, datamodule=tiny_data())
 
