@@ -79,6 +79,20 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) 
     return 2 * n**3 / min(times)  # a peak: the best window, not the typical one
 
 
+PEAK_MATMULS = {  # key in a row's peak lookup: (device, dtype, matrix side)
+    "cpu": ("cpu", torch.float32, 2048),
+    "cuda": ("cuda", torch.float32, 8192),
+    "cuda-bf16": ("cuda", torch.bfloat16, 8192),
+}
+
+
+def measure_peaks(devices: list[str]) -> dict[str, float]:
+    """The matmul peak of every device (and dtype) in `devices`."""
+    return {
+        key: matmul_peak(dev, dtype, n=n) for key, (dev, dtype, n) in PEAK_MATMULS.items() if dev in devices
+    }
+
+
 def macs_per_image(model: torch.nn.Module, h: int, w: int) -> int:
     """Multiply-accumulates of one forward pass on one (1, C, h, w) image."""
     x = torch.rand(1, model.in_channels, h, w)
@@ -215,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))
         return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    peaks = {"cpu": matmul_peak("cpu", torch.float32)}
-    if "cuda" in devices:
-        peaks["cuda"] = matmul_peak("cuda", torch.float32, n=8192)
-        peaks["cuda-bf16"] = matmul_peak("cuda", torch.bfloat16, n=8192)
+    peaks = measure_peaks(devices)
     modes = {"cpu": [{}, {"grad_checkpointing": True}] if args.grad_checkpointing else [{}]}
     modes["cuda"] = [
         {"bf16": True, "channels_last": True},
@@ -246,13 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # once more at the end, keeping the higher: on a shared host one measurement can land in a
     # slow spell, and a low peak would flatter every row
-    for key, dtype, n in (
-        ("cpu", torch.float32, 2048),
-        ("cuda", torch.float32, 8192),
-        ("cuda-bf16", torch.bfloat16, 8192),
-    ):
-        if key in peaks:
-            peaks[key] = max(peaks[key], matmul_peak(key.split("-")[0], dtype, n=n))
+    peaks.update({key: max(peaks[key], again) for key, again in measure_peaks(devices).items()})
     print(f"\nmachine: {machine}\n")
     print(markdown(rows, peaks) + "\n")
     write_json(args.json, {"machine": machine, "rows": rows})

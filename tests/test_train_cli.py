@@ -127,6 +127,12 @@ def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
     # the curves of the resumed run join its earlier log version: every epoch, same values
     assert [e for e, _ in a["history"]["val/digit_miou"]] == [0, 1, 2]
     assert b["history"] == a["history"]
+
+    # extending the finished run's one-cycle schedule cannot work: a one-line error says what to do
+    longer = run_train(
+        ["fit", *tiny_args(tmp_path / "killed", *common, epochs=4, train=24), "--ckpt_path", "last"]
+    )
+    assert longer.returncode == 2 and "one-cycle schedule ends after 9 steps" in longer.stderr
     wa = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=True)["state_dict"]
     wb = torch.load(tmp_path / "killed" / "last.ckpt", weights_only=True)["state_dict"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

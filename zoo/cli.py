@@ -16,7 +16,6 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from zoo.callbacks import MagnitudePruning
-from zoo.cpu import keep_freed_memory
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.inference import predict
 from zoo.module import NonFiniteLossError, SegmentationModule
@@ -37,6 +36,8 @@ def gpu_precision() -> str | None:
 
 class ZooCLI(LightningCLI):
     """`fit` trains, keeps the best (val digit mIoU) and last checkpoints, then tests the best."""
+
+    resumed = False  # set by a fit given --ckpt_path
 
     def __init__(self, *args, command: str = "", **kwargs) -> None:
         self.command = command  # recorded in results.json
@@ -119,35 +120,33 @@ class ZooCLI(LightningCLI):
         csv = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
         if csv is not None:
             csv.save()
-            files = self.history_files(csv)
-            curves = read_metrics_csv(*files)
+            curves = read_metrics_csv(*self.history_files(csv))
             results["history"] = {k: curves[k] for k in HISTORY if k in curves}  # [[epoch, value], ...]
         path = root / f"{stem}.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"results: {path}")
         if csv is not None:
-            print(f"report: {self.write_report(root / f'{stem}.png', files)}")
+            print(f"report: {self.write_report(root / f'{stem}.png', curves)}")
 
     def history_files(self, csv: CSVLogger) -> list[Path]:
         """This run's metrics.csv; after a resume, the earlier versions' too (oldest first)."""
-        current = Path(csv.log_dir) / "metrics.csv"
-        if not getattr(self, "resumed", False):
-            return [current]
-        versions = sorted(
-            (int(d.name.split("_")[1]), d / "metrics.csv")
-            for d in Path(csv.root_dir).glob("version_*")
-            if d.name.split("_")[1].isdigit() and int(d.name.split("_")[1]) <= csv.version
-        )
-        return [path for _, path in versions if path.is_file()]
+        if not self.resumed:
+            return [Path(csv.log_dir) / "metrics.csv"]
+        versions = {}
+        for d in Path(csv.root_dir).glob("version_*"):
+            number = d.name.removeprefix("version_")
+            if number.isdigit() and int(number) <= csv.version and (d / "metrics.csv").is_file():
+                versions[int(number)] = d / "metrics.csv"
+        return [versions[v] for v in sorted(versions)]
 
-    def write_report(self, path: Path, metrics_csv: list[Path]) -> Path:
+    def write_report(self, path: Path, curves: dict) -> Path:
         from zoo.viz import save_training_report
 
         images, labels = (np.asarray(a[:REPORT_IMAGES]) for a in self.datamodule.splits["test"])
         predictions = predict(self.model.model, images)
         digit_miou = self.model.test_scores["digit_miou"]
         title = f"{self.model.hparams.arch}: test digit mIoU {digit_miou:.3f}"
-        return save_training_report(path, metrics_csv, images, labels, predictions, title)
+        return save_training_report(path, curves, images, labels, predictions, title)
 
 
 def main(argv: list[str] | None = None, **cli_kwargs) -> int:
@@ -156,7 +155,6 @@ def main(argv: list[str] | None = None, **cli_kwargs) -> int:
     `cli_kwargs` go to `ZooCLI`; `trainer_defaults` given there extend the defaults below.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    keep_freed_memory()
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         args = ["fit", "--config", str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else ["fit"]

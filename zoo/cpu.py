@@ -8,6 +8,7 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _applied = False
+_decided = False  # ZooModel.forward calls it on every CPU forward: after the first, only a flag check
 
 
 def keep_freed_memory() -> bool:
@@ -22,15 +23,18 @@ def keep_freed_memory() -> bool:
     CPU call, once per process; `ZOO_KEEP_FREED_MEMORY=0` turns it off.
     Returns whether it is in effect.
     """
-    global _applied
-    if _applied:
-        return True
-    if os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
+    global _applied, _decided
+    if not _decided:
+        _decided = True
+        _applied = os.environ.get("ZOO_KEEP_FREED_MEMORY", "1") != "0" and _mallopt_keep()
+    return _applied
+
+
+def _mallopt_keep() -> bool:
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31) == 1
-    _applied = ok
-    return ok
+    return libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31) == 1

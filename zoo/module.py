@@ -93,6 +93,17 @@ class SegmentationModule(pl.LightningModule):
             source = load(self.hparams.init_from, arch=self.hparams.arch, **self.model.model_kwargs)
             load_state_checked(self.model, source.state_dict(), str(self.hparams.init_from))
 
+    def on_train_start(self) -> None:
+        # a resumed one-cycle schedule keeps the length it was built with: more epochs cannot fit
+        sched = self.lr_schedulers()
+        planned = int(self.trainer.estimated_stepping_batches)
+        if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps < planned:
+            raise ValueError(
+                f"this checkpoint's one-cycle schedule ends after {sched.total_steps} steps, but the "
+                f"run now plans {planned}: resume with the trainer settings it started with, or "
+                "start a new fit from its weights with --model.init_from"
+            )
+
     def setup(self, stage: str) -> None:
         if self.hparams.class_weights == "median_frequency" and self.class_weight is None:
             labels = torch.from_numpy(self.trainer.datamodule.splits["train"][1])

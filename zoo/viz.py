@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +108,19 @@ def read_metrics_csv(*paths: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def save_training_report(
     path: str | Path,
-    metrics_csv: str | Path | Sequence[str | Path],
+    curves: dict[str, list[tuple[int, float]]],
     images: np.ndarray,
     labels: np.ndarray,
     predictions: np.ndarray,
     title: str = "",
 ) -> Path:
-    """One PNG: loss and validation-metric curves on top, test images | truth | prediction below."""
+    """One PNG: loss and validation-metric curves on top, test images | truth | prediction below.
+
+    Args:
+        curves: per-epoch metrics as `read_metrics_csv` returns them.
+    """
     plt = _pyplot()
-    paths = [metrics_csv] if isinstance(metrics_csv, (str, Path)) else list(metrics_csv)
-    series = read_metrics_csv(*paths)
+    series = curves
     n = len(images)
     columns = 4
     rows = max(1, math.ceil(n / columns))
