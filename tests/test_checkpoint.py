@@ -173,6 +173,23 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
     }
     assert markdown([row]).splitlines()[-1].endswith("| 60+24 | 2.5 min |")  # both stages: 150 s
 
+    # a third run starts from the exported (shipped-form) weights: its card lists all the stages
+    third = tmp_path / "stage3"
+    third.mkdir()
+    hp = {**hp, "init_from": str(card_path.with_suffix(".safetensors")), "init_parts": "features"}
+    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 9}, third / "best.ckpt")
+    (third / "results.json").write_text(
+        json.dumps(
+            {"test": {"digit_miou": 0.95, "miou": 0.95, "pixel_acc": 0.99}, "epochs": 40, "fit_seconds": 50.0}
+        )
+    )
+    _, card3_path = export(third / "best.ckpt", tmp_path / "out3")
+    card3 = json.loads(card3_path.read_text())
+    first_stage, second_stage = card3["training"]["earlier_stages"]
+    assert first_stage == stage
+    assert second_stage["epochs"] == 24 and second_stage["test"]["digit_miou"] == 0.9
+    assert markdown([{**row, "card": card3}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")  # 200 s
+
 
 def test_predict_shapes_dtypes_and_errors(small_model):
     rng = np.random.default_rng(0)
@@ -222,9 +239,9 @@ def test_onnx_matches_pytorch(tmp_path):
     pytest.importorskip("onnxscript")
     from zoo.inference import export_onnx
 
-    for name in ("vgg4_dilated", "vgg4_stitch"):
-        model = zoo.create_model(name, widths=[4, 6, 8, 8]).eval()
-        path = export_onnx(model, tmp_path / f"{name}.onnx")
+    for name, head in (("vgg4_dilated", "pixel"), ("vgg4_stitch", "pixel"), ("vgg4_dilated", "context")):
+        model = zoo.create_model(name, widths=[4, 6, 8, 8], head=head).eval()
+        path = export_onnx(model, tmp_path / f"{name}_{head}.onnx")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for shape in (
             [(1, 1, 64, 84), (3, 1, 96, 52)] if "stitch" in name else [(1, 1, 64, 84), (3, 1, 33, 50)]

@@ -189,6 +189,15 @@ def test_plain_stack_counts_by_formula(head):
     )
 
 
+def test_context_head_count_by_formula():
+    stack = _plain_stack_count((16, 24, 32, 32, 48, 48, 48), (3,) * 7, [False] * 7, 7, 1, 11, "pixel")
+    pixel_head = 48 * 11 + 11
+    # 1x1 mix of the 48 features and their window mean (96 -> 48, + bias, BN), then 48 -> 11 scores
+    context_head = (96 * 48 + 48) + 2 * 48 + (48 * 11 + 11)
+    assert _count(zoo.create_model("vgg7_dilated_context")) == stack - pixel_head + context_head
+    assert _count(zoo.create_model("vgg7_dilated", head="context")) == stack - pixel_head + context_head
+
+
 def test_cascade10_depthwise_documented_count():
     m = zoo.create_model("cascade10_depthwise", in_channels=3, num_classes=10, head="classify")
     assert _count(m) == 42_394

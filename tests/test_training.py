@@ -117,6 +117,40 @@ def test_init_from_starts_the_fit_from_given_weights(tmp_path):
         trainer.fit(other, datamodule=tiny_data())
 
 
+def test_init_parts_features_takes_only_the_backbone(tmp_path):
+    from zoo.checkpoint import save_pretrained
+
+    kwargs = {"widths": [8, 8, 8, 8]}
+    source = zoo.create_model("vgg4_dilated", **kwargs)  # a pixel head; the new model has a context head
+    with torch.no_grad():
+        for t in source.state_dict().values():
+            if t.is_floating_point():
+                t.uniform_(-1, 1)
+    weights, _ = save_pretrained(source, tmp_path, "vgg4_dilated", kwargs, {})
+    seen = _WeightsAtTrainStart()
+    module = SegmentationModule(
+        "vgg4_dilated", {**kwargs, "head": "context"}, init_from=str(weights), init_parts="features"
+    )
+    fresh_head = {k: v.clone() for k, v in module.model.state_dict().items() if k.startswith("head.")}
+    trainer = pl.Trainer(
+        max_steps=1, logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path
+    )
+    trainer.fit(module, datamodule=tiny_data())
+    for k, v in source.state_dict().items():
+        if k.startswith("features."):
+            assert torch.equal(seen.state[k], v), k
+    assert all(torch.equal(seen.state[k], v) for k, v in fresh_head.items())
+
+    wider = SegmentationModule(
+        "vgg4_dilated", {"widths": [8, 8, 8, 16]}, init_from=str(weights), init_parts="features"
+    )
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"safetensors \(features\).*shape"):
+        trainer.fit(wider, datamodule=tiny_data())
+    with pytest.raises(ValueError, match="init_parts must be one of"):
+        SegmentationModule(init_parts="head")
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     from zoo.module import NonFiniteLossError
 
@@ -156,6 +190,11 @@ def test_config_parses_and_instantiates(config):
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
     assert config.stem.removesuffix("_stage2") in (arch, "default")
+    if cli.model.hparams.init_parts == "features":  # a new head on another model's shipped features
+        assert (
+            cli.model.hparams.init_from.startswith("checkpoints/")
+            and (ROOT / cli.model.hparams.init_from).is_file()
+        )
     if config.stem.endswith("_stage2"):  # starts from the first stage's best checkpoint
         assert cli.model.hparams.init_from == f"checkpoints/runs/{arch}/best.ckpt"
     assert isinstance(cli.model.model, zoo.ZooModel)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
   models=(vgg4_strided vgg4_maxpool vgg4_stitch cascade10 cascade10_depthwise resnet18_strided
-          vgg4_large_kernel resnet18_dilated resnet18_dilated_degrid unet_small unet vgg7_dilated)
+          vgg4_large_kernel resnet18_dilated resnet18_dilated_degrid unet_small unet vgg7_dilated vgg7_dilated_context)
 fi
 for m in "${models[@]}"; do
   echo "== $m"

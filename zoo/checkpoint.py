@@ -223,19 +223,31 @@ def export(
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         },
     }
-    earlier = _earlier_stage(obj["hyper_parameters"].get("init_from"))
+    earlier = _earlier_stages(obj["hyper_parameters"].get("init_from"))
     if earlier:
-        card["training"]["earlier_stages"] = [earlier]
+        card["training"]["earlier_stages"] = earlier
     return save_pretrained(model, out_dir, model.arch, model.model_kwargs, card, tag)
 
 
-def _earlier_stage(init_from: str | None) -> dict | None:
-    """What the run a fit started from (`init_from`) recorded in its results.json, if anything."""
+def _earlier_stages(init_from: str | None) -> list[dict]:
+    """The training behind a fit's starting weights (`init_from`), oldest stage first.
+
+    A run's checkpoint: what its results.json recorded. Shipped weights: the stages on their
+    card, so a model built on another's weights shows (and the README table sums) the whole cost.
+    """
     if not init_from:
-        return None
-    path = Path(init_from).parent / "results.json"
-    if not path.is_file():
-        return {"from": str(init_from)}
-    run = json.loads(path.read_text())
+        return []
     keep = ("command", "epochs", "fit_seconds")
-    return {"from": str(init_from), **{k: run.get(k) for k in keep}, "test": run.get("test")}
+    path = Path(init_from)
+    card_path = path.with_suffix(".json")
+    if path.suffix == ".safetensors" and card_path.is_file():
+        card = read_card(card_path)
+        training, metrics = card.get("training", {}), card.get("metrics", {})
+        test = {k: v for k, v in metrics.items() if k != "split"}
+        own = {"from": str(init_from), **{k: training.get(k) for k in keep}, "test": test}
+        return [*training.get("earlier_stages", []), own]
+    results = path.parent / "results.json"
+    if not results.is_file():
+        return [{"from": str(init_from)}]
+    run = json.loads(results.read_text())
+    return [{"from": str(init_from), **{k: run.get(k) for k in keep}, "test": run.get("test")}]

@@ -14,6 +14,7 @@ from zoo.registry import create_model
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "none")
+INIT_PARTS = ("all", "features")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,6 +40,8 @@ class SegmentationModule(pl.LightningModule):
         compile: wrap the model in `torch.compile`.
         init_from: start a fit from these weights (a `train.py` .ckpt or shipped .safetensors of
             the same architecture), e.g. a second, lower-rate stage; ignored when resuming.
+        init_parts: "all" (the whole model, same architecture) or "features" (only the backbone,
+            from a model of any head whose `features` match ours, e.g. a new head on trained features).
     """
 
     def __init__(
@@ -54,8 +57,11 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool | None = True,
         compile: bool = False,
         init_from: str | None = None,
+        init_parts: str = "all",
     ) -> None:
         super().__init__()
+        if init_parts not in INIT_PARTS:
+            raise ValueError(f"init_parts must be one of {INIT_PARTS}, found {init_parts!r}")
         if loss not in ("ce", "ce+dice"):
             raise ValueError(f"loss must be 'ce' or 'ce+dice', found {loss!r}")
         if optimizer not in OPTIMIZERS:
@@ -89,9 +95,15 @@ class SegmentationModule(pl.LightningModule):
         if self.hparams.init_from and self.trainer.ckpt_path is None:
             from zoo.checkpoint import load, load_state_checked
 
-            # load() checks the file's architecture against ours and names both when they differ
-            source = load(self.hparams.init_from, arch=self.hparams.arch, **self.model.model_kwargs)
-            load_state_checked(self.model, source.state_dict(), str(self.hparams.init_from))
+            path = str(self.hparams.init_from)
+            if self.hparams.init_parts == "features":
+                # any architecture whose backbone matches ours key for key and shape for shape
+                source = load(path)
+                load_state_checked(self.model.features, source.features.state_dict(), f"{path} (features)")
+            else:
+                # load() checks the file's architecture against ours and names both when they differ
+                source = load(path, arch=self.hparams.arch, **self.model.model_kwargs)
+                load_state_checked(self.model, source.state_dict(), path)
 
     def on_train_start(self) -> None:
         # a resumed one-cycle schedule keeps the length it was built with: more epochs cannot fit

@@ -1,11 +1,14 @@
-"""Reusable layers: same-size convolutions, shift-and-stitch pooling, heads."""
+"""Reusable layers: same-size convolutions, stride-1 pooling, shift-and-stitch pooling, heads."""
 
 from zoo.layers.conv import ConvBNAct, same_padding
-from zoo.layers.heads import ClassifyHead, PixelHead, make_head, pixel_head_from_classifier
+from zoo.layers.heads import ClassifyHead, ContextHead, PixelHead, make_head, pixel_head_from_classifier
+from zoo.layers.pool import BoxMean
 from zoo.layers.shift_stitch import ShiftStitch, batch_to_space, space_to_batch
 
 __all__ = [
+    "BoxMean",
     "ClassifyHead",
+    "ContextHead",
     "ConvBNAct",
     "PixelHead",
     "ShiftStitch",

@@ -1,11 +1,17 @@
-"""Heads: a per-pixel 1x1 classifier, and the classifier's GAP + linear head."""
+"""Heads: a per-pixel 1x1 classifier, the classifier's GAP + linear head, and a local-context head."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
-HEADS = ("pixel", "classify")
+from zoo.layers.conv import ConvBNAct
+from zoo.layers.pool import BoxMean
+
+HEADS = ("pixel", "classify", "context")
+CONTEXT_WINDOWS = (29,)  # one M2NIST digit (28x28), centred on the pixel
 
 
 class PixelHead(nn.Module):
@@ -30,12 +36,39 @@ class ClassifyHead(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+class ContextHead(nn.Module):
+    """A per-pixel head that also sees its features averaged over windows around the pixel.
+
+    The classifier's global average pool made local and stride 1: every pixel gets the mean
+    feature of an object-sized window (`BoxMean`) beside its own, a 1x1 Conv-BN-ReLU mixes the two,
+    and a 1x1 convolution scores the classes. Deciding *which* digit a stroke belongs to is a
+    whole-glyph question, and the pooled features answer it the way a classifier's do. Full
+    resolution throughout; the receptive field grows by the largest window minus one.
+
+    Args:
+        windows: odd window sizes, one pooled copy of the features each.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, windows: Sequence[int] = CONTEXT_WINDOWS) -> None:
+        super().__init__()
+        if not windows:
+            raise ValueError("windows must name at least one window size")
+        self.pools = nn.ModuleList(BoxMean(k) for k in windows)
+        self.mix = ConvBNAct(in_channels * (1 + len(self.pools)), in_channels, kernel_size=1)
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.mix(torch.cat([x, *(pool(x) for pool in self.pools)], dim=1)))
+
+
 def make_head(kind: str, in_channels: int, num_classes: int) -> nn.Module:
-    """Build the head called `kind` ("pixel" or "classify")."""
+    """Build the head called `kind` ("pixel", "classify" or "context")."""
     if kind == "pixel":
         return PixelHead(in_channels, num_classes)
     if kind == "classify":
         return ClassifyHead(in_channels, num_classes)
+    if kind == "context":
+        return ContextHead(in_channels, num_classes)
     raise ValueError(f"head must be one of {HEADS}, found {kind!r}")
 
 

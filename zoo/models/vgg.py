@@ -11,6 +11,8 @@ Layer table of the 4-layer VGGs (every conv: "same" padding, bias, BatchNorm, Re
 `vgg7_dilated` adds depth and a context module (Yu & Koltun) so that every pixel of a 28x28
 digit sees the whole digit: widths 16-24-32-32-48-48-48, 3x3 convs with dilations
 1, 1, 2, 4, 8, 16, 1 (receptive field 67, no holes: each dilation is at most the field before it).
+`vgg7_dilated_context` gives it a `ContextHead` (a digit-sized stride-1 average of the features
+beside each pixel's own; receptive field 95).
 """
 
 from __future__ import annotations
@@ -132,6 +134,12 @@ def vgg4_dilated(**kwargs) -> VGG:
 def vgg7_dilated(**kwargs) -> VGG:
     """7-layer VGG, 3x3 convs with dilations 1, 1, 2, 4, 8, 16, 1; full resolution, receptive field 67."""
     return VGG(**{"widths": VGG7_WIDTHS, "dilations": VGG7_DILATIONS, **kwargs})
+
+
+@register_model
+def vgg7_dilated_context(**kwargs) -> VGG:
+    """`vgg7_dilated` with a `ContextHead`: each pixel also sees its features averaged over a 29x29 window."""
+    return VGG(**{"widths": VGG7_WIDTHS, "dilations": VGG7_DILATIONS, "head": "context", **kwargs})
 
 
 @register_model

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 import torch.nn as nn
 
+from zoo.layers.pool import BoxMean
 from zoo.layers.shift_stitch import ShiftStitch
 
 Pair = tuple[int, int]
@@ -69,7 +70,7 @@ def _pair(v) -> Pair:
 
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, ShiftStitch) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (ShiftStitch, BoxMean)) or super().is_leaf_module(m, qualname)
 
 
 _STATE = tuple[Pair, Pair]  # (rf, jump)

@@ -1,0 +1,50 @@
+"""Where a shipped model's digit errors come from: `python tools/identity_errors.py vgg7_dilated [...]`.
+
+On the generated test split: the digit-vs-background IoU (shape), the share of digit pixels given
+the wrong digit (identity), and per digit instance (a connected region of one label, 20+ pixels)
+whether it is entirely right, partly right or mostly wrong.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import zoo  # noqa: E402
+from zoo.data import BACKGROUND  # noqa: E402
+from zoo.data.module import load_splits  # noqa: E402
+
+
+def main(names: list[str]) -> None:
+    splits, source = load_splits()
+    images, labels = splits["test"]
+    labels = labels.astype(np.int64)
+    print(f"test split: {source}")
+    for name in names:
+        pred = zoo.predict(zoo.create_model(name, pretrained=True), images)
+        digit, said_digit = labels != BACKGROUND, pred != BACKGROUND
+        shape_iou = (digit & said_digit).sum() / (digit | said_digit).sum()
+        wrong_digit = (digit & said_digit & (pred != labels)).sum() / digit.sum()
+        right = []
+        for i in range(len(labels)):
+            for d in range(10):
+                regions, n = ndimage.label(labels[i] == d)
+                for k in range(1, n + 1):
+                    region = regions == k
+                    if region.sum() >= 20:
+                        right.append((pred[i][region] == d).mean())
+        right = np.array(right)
+        print(
+            f"{name}: digit-vs-background IoU {shape_iou:.5f}; digit pixels with the wrong digit "
+            f"{wrong_digit:.1%}; {len(right)} instances: entirely right {(right > 0.99).mean():.0%}, "
+            f"partly {((right > 0.5) & (right <= 0.99)).mean():.0%}, mostly wrong {(right <= 0.5).mean():.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["vgg7_dilated"])
