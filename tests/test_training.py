@@ -151,6 +151,25 @@ def test_init_parts_features_takes_only_the_backbone(tmp_path):
         SegmentationModule(init_parts="head")
 
 
+def test_resuming_a_cosine_run_with_another_length_is_an_error(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def trainer(epochs, **kw):
+        return pl.Trainer(
+            max_epochs=epochs, logger=False, enable_progress_bar=False, default_root_dir=tmp_path, **kw
+        )
+
+    def module():
+        return SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]}, schedule="cosine")
+
+    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1, filename="{epoch}")
+    trainer(2, callbacks=[every_epoch]).fit(module(), datamodule=tiny_data())
+    first = str(tmp_path / "ckpts" / "epoch=0.ckpt")  # 16 images, batch 8: 2 steps per epoch, 4 planned
+    trainer(2).fit(module(), datamodule=tiny_data(), ckpt_path=first)  # the length it started with
+    with pytest.raises(ValueError, match="cosine schedule ends after 4 steps, but the run now plans 6"):
+        trainer(3).fit(module(), datamodule=tiny_data(), ckpt_path=first)
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
     from zoo.module import NonFiniteLossError
 

@@ -90,6 +90,8 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_scores: dict | None = None
+        self._schedule_steps: int | None = None
+        self._resumed_schedule_steps: int | None = None
 
     def on_fit_start(self) -> None:
         if self.hparams.init_from and self.trainer.ckpt_path is None:
@@ -105,13 +107,26 @@ class SegmentationModule(pl.LightningModule):
                 source = load(path, arch=self.hparams.arch, **self.model.model_kwargs)
                 load_state_checked(self.model, source.state_dict(), path)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the schedule's planned length: a cosine LambdaLR's state does not hold it
+        checkpoint["schedule_steps"] = self._schedule_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_schedule_steps = checkpoint.get("schedule_steps")
+
     def on_train_start(self) -> None:
-        # a resumed one-cycle schedule keeps the length it was built with: more epochs cannot fit
+        # a resumed schedule keeps the length it was built with: a one-cycle cannot run longer,
+        # and a cosine rebuilt for another length would silently reshape the rest of the run
         sched = self.lr_schedulers()
         planned = int(self.trainer.estimated_stepping_batches)
-        if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps < planned:
+        if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+            kind, before, changed = "one-cycle", sched.total_steps, sched.total_steps < planned
+        else:
+            before = self._resumed_schedule_steps
+            kind, changed = "cosine", self.hparams.schedule == "cosine" and before not in (None, planned)
+        if changed:
             raise ValueError(
-                f"this checkpoint's one-cycle schedule ends after {sched.total_steps} steps, but the "
+                f"this checkpoint's {kind} schedule ends after {before} steps, but the "
                 f"run now plans {planned}: resume with the trainer settings it started with, or "
                 "start a new fit from its weights with --model.init_from"
             )
@@ -184,6 +199,7 @@ class SegmentationModule(pl.LightningModule):
         if h.schedule == "none":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._schedule_steps = total
         if h.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=total, pct_start=0.15)
         else:
