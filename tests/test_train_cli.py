@@ -61,6 +61,12 @@ def test_fit_writes_results_json_and_png_with_pruning(tmp_path):
     assert zeros == round(0.5 * convs)
 
 
+def test_fast_dev_run_tests_the_model_and_writes_nothing(tmp_path):
+    # Lightning keeps no checkpoint in a fast_dev_run, so there is no "best" to test
+    assert main(["fit", *tiny_args(tmp_path, "--trainer.fast_dev_run", "1")]) == 0
+    assert not (tmp_path / "results.json").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -237,17 +237,17 @@ def _earlier_stages(init_from: str | None) -> list[dict]:
     """
     if not init_from:
         return []
-    keep = ("command", "epochs", "fit_seconds")
     path = Path(init_from)
-    card_path = path.with_suffix(".json")
+    card_path, results = path.with_suffix(".json"), path.parent / "results.json"
     if path.suffix == ".safetensors" and card_path.is_file():
         card = read_card(card_path)
-        training, metrics = card.get("training", {}), card.get("metrics", {})
-        test = {k: v for k, v in metrics.items() if k != "split"}
-        own = {"from": str(init_from), **{k: training.get(k) for k in keep}, "test": test}
-        return [*training.get("earlier_stages", []), own]
-    results = path.parent / "results.json"
-    if not results.is_file():
+        record = card.get("training", {})
+        before = record.get("earlier_stages", [])
+        test = {k: v for k, v in card.get("metrics", {}).items() if k != "split"}
+    elif results.is_file():
+        record, before = json.loads(results.read_text()), []
+        test = record.get("test")
+    else:
         return [{"from": str(init_from)}]
-    run = json.loads(results.read_text())
-    return [{"from": str(init_from), **{k: run.get(k) for k in keep}, "test": run.get("test")}]
+    keep = ("command", "epochs", "fit_seconds")
+    return [*before, {"from": str(init_from), **{k: record.get(k) for k in keep}, "test": test}]

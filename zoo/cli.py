@@ -89,9 +89,14 @@ class ZooCLI(LightningCLI):
 
     def after_fit(self) -> None:
         self.fit_seconds = time.perf_counter() - self.fit_started
-        if self.config[self.subcommand].get("test_after_fit", True):
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
-            self.write_results()
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        if self.trainer.fast_dev_run:
+            # a smoke run keeps no checkpoint to test, and must not overwrite a real run's results
+            self.trainer.test(self.model, datamodule=self.datamodule)
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+        self.write_results()
 
     def after_test(self) -> None:
         self.write_results("test_results")  # a later `test` leaves the fit's results.json as it was

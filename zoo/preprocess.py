@@ -15,7 +15,8 @@ SCALE = 255.0
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images (..., H, W) in 0..255 -> float32 tensor in [0, 1] of the same shape."""
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
+        # read-only arrays (np.asarray of a PIL image) are fine: the result is a new float tensor
+        images = torch.from_numpy(images if images.flags.writeable else images.copy())
     if images.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images in 0..255, found {images.dtype}")
     return images.float().div_(SCALE)

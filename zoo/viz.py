@@ -120,7 +120,6 @@ def save_training_report(
         curves: per-epoch metrics as `read_metrics_csv` returns them.
     """
     plt = _pyplot()
-    series = curves
     n = len(images)
     columns = 4
     rows = max(1, math.ceil(n / columns))
@@ -129,13 +128,13 @@ def save_training_report(
     loss_ax = fig.add_subplot(grid[0, : 3 * columns // 2])
     score_ax = fig.add_subplot(grid[0, 3 * columns // 2 :])
     for key, ax in (("train/loss_epoch", loss_ax), ("val/loss", loss_ax)):
-        if key in series:
-            e, v = zip(*series[key])
+        if key in curves:
+            e, v = zip(*curves[key])
             ax.plot(e, v, marker=".", label=key.replace("_epoch", ""))
     loss_ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     for key in ("val/digit_miou", "val/miou", "val/pixel_acc"):
-        if key in series:
-            e, v = zip(*series[key])
+        if key in curves:
+            e, v = zip(*curves[key])
             score_ax.plot(e, v, marker=".", label=key)
     score_ax.set(xlabel="epoch", ylim=(0, 1), title="validation")
     for ax in (loss_ax, score_ax):

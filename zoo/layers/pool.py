@@ -14,7 +14,8 @@ class BoxMean(nn.AvgPool2d):
     for the receptive-field tracer), computed as a k x 1 then a 1 x k mean: k + k reads per pixel
     instead of k * k (a 29x29 window: 58 instead of 841). Both passes exclude the padding, and the
     count of a clipped rectangle is the product of its row and column counts, so this is exact.
-    Fastest on channels_last input (measured: 3x a cumulative-sum version, forward and backward).
+    Fastest on channels_last input (an ad hoc A/B: about 3x a cumulative-sum version, forward and
+    backward, at 32x48x64x84).
     """
 
     def __init__(self, kernel_size: int) -> None:
