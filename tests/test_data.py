@@ -11,6 +11,7 @@ from zoo.data import (
     BACKGROUND,
     M2NISTDataset,
     M2NISTFormatError,
+    compose,
     generate_m2nist,
     generate_splits,
     load_glyphs,
@@ -65,6 +66,24 @@ def test_statistics_match_real_m2nist(glyphs):
     assert 1.6 < present.mean() < 2.2  # distinct digits: two glyphs can share a digit
     freq = np.bincount(labels[labels != BACKGROUND], minlength=10) / (labels != BACKGROUND).sum()
     assert freq.min() > 0.04  # every digit shows up
+
+
+def test_coverage_counts_the_glyphs_on_each_pixel():
+    # one glyph whose ink fills its square, on a canvas of the same size: every placement lands
+    # on every pixel, so the count is the number of glyphs in the image, which is 1..3
+    glyph = np.full((1, 28, 28), 200, np.uint8)
+    images, labels, inked = compose(
+        glyph, np.array([4]), 50, np.random.default_rng(0), (28, 28), coverage=True
+    )
+    per_image = inked.reshape(50, -1)
+    assert (per_image == per_image[:, :1]).all()
+    assert set(np.unique(per_image)) == {1, 2, 3}
+    assert (labels == 4).all() and (images == 200).all()
+    # on the real generator: no ink exactly where no glyph is, and the same images as without
+    with_cover = generate_splits({"val": 20}, seed=2, coverage=True)["val"]
+    plain = generate_splits({"val": 20}, seed=2)["val"]
+    assert all(np.array_equal(a, b) for a, b in zip(with_cover, plain))
+    assert ((with_cover[2] == 0) == (with_cover[0] == 0)).all()
 
 
 def test_glyph_pools_are_disjoint_and_stratified(glyphs):

@@ -1,6 +1,13 @@
 """M2NIST: the real format, an offline generator, datasets and a LightningDataModule."""
 
-from zoo.data.generate import generate_m2nist, generate_splits, load_glyphs, split_glyphs, write_generated
+from zoo.data.generate import (
+    compose,
+    generate_m2nist,
+    generate_splits,
+    load_glyphs,
+    split_glyphs,
+    write_generated,
+)
 from zoo.data.m2nist import (
     BACKGROUND,
     CLASS_NAMES,
@@ -20,6 +27,7 @@ __all__ = [
     "M2NISTDataset",
     "M2NISTFormatError",
     "NUM_CLASSES",
+    "compose",
     "generate_m2nist",
     "generate_splits",
     "labels_to_one_hot",

@@ -123,13 +123,20 @@ def compose(
     num_images: int,
     rng: np.random.Generator,
     canvas: tuple[int, int] = (HEIGHT, WIDTH),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8)."""
+    coverage: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8).
+
+    Args:
+        coverage: also return, per pixel, how many glyphs put ink there (2+: an overlap, where
+            the label is the brightest glyph's).
+    """
     h, w = canvas
     if h < GLYPH or w < GLYPH:
         raise ValueError(f"the canvas must hold a 28x28 glyph, found {h}x{w}")
     images = np.zeros((num_images, h, w), np.uint8)
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
+    inked = np.zeros((num_images, h, w), np.uint8)
     counts = rng.choice([1, 2, 3], size=num_images, p=COUNT_PROBS)
     picks = rng.integers(0, len(glyphs), size=(num_images, 3))
     tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
@@ -141,7 +148,8 @@ def compose(
             wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
             labels[i][win][wins] = digits[picks[i, j]]
             np.maximum(images[i][win], g, out=images[i][win])
-    return images, labels
+            inked[i][win] += g > 0
+    return (images, labels, inked) if coverage else (images, labels)
 
 
 def generate_splits(
@@ -149,7 +157,8 @@ def generate_splits(
     seed: int = 0,
     digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    coverage: bool = False,
+) -> dict[str, tuple[np.ndarray, ...]]:
     """Images and label maps per split, each made only from that split's glyphs.
 
     Args:
@@ -157,6 +166,7 @@ def generate_splits(
         seed: one seed for the glyph split and every image; same seed, same bytes.
         digits: glyph source for `load_glyphs`, or (glyphs, digits) arrays.
         fractions: glyph pool fractions for train, val, test.
+        coverage: add each split's glyph count per pixel (see `compose`).
     """
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = set(sizes) - set(SPLITS)
@@ -172,7 +182,7 @@ def generate_splits(
         if split in sizes:
             rng = np.random.default_rng([seed, k])
             pool = pools[split]
-            out[split] = compose(glyphs[pool], glyph_digits[pool], int(sizes[split]), rng)
+            out[split] = compose(glyphs[pool], glyph_digits[pool], int(sizes[split]), rng, coverage=coverage)
     return out
 
 
