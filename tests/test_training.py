@@ -208,12 +208,16 @@ def test_config_parses_and_instantiates(config):
     )
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
-    assert config.stem.removesuffix("_stage2") in (arch, "default")
-    if cli.model.hparams.init_parts == "features":  # a new head on another model's shipped features
-        assert (
-            cli.model.hparams.init_from.startswith("checkpoints/")
-            and (ROOT / cli.model.hparams.init_from).is_file()
-        )
+    # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone)
+    assert config.stem.removesuffix("_stage2").removesuffix("_glyphs") in (arch, "default")
+    if cli.model.hparams.init_parts == "features":  # a new head on another model's features
+        start = cli.model.hparams.init_from
+        if config.stem.endswith(
+            "_glyphs"
+        ):  # written by `tools/glyph_classifier.py --out checkpoints/runs/glyphs`
+            assert start.startswith("checkpoints/runs/glyphs/") and start.endswith(".glyphs.safetensors")
+        else:  # shipped weights
+            assert start.startswith("checkpoints/") and (ROOT / start).is_file()
     if config.stem.endswith("_stage2"):  # starts from the first stage's best checkpoint
         assert cli.model.hparams.init_from == f"checkpoints/runs/{arch}/best.ckpt"
     assert isinstance(cli.model.model, zoo.ZooModel)
