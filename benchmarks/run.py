@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--grad-checkpointing", action="store_true", help="also rows with activation checkpointing"
     )
+    parser.add_argument("--compile", action="store_true", help="also CPU rows with torch.compile")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
@@ -230,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     peaks = measure_peaks(devices)
-    modes = {"cpu": [{}, {"grad_checkpointing": True}] if args.grad_checkpointing else [{}]}
+    modes = {"cpu": [{}]}
+    if args.grad_checkpointing:
+        modes["cpu"].append({"grad_checkpointing": True})
+    if args.compile:  # needs a C++ compiler; compile time is spent in the warm-up, not timed
+        modes["cpu"].append({"compile": True})
     modes["cuda"] = [
         {"bf16": True, "channels_last": True},
         {"bf16": True, "channels_last": True, "compile": True},
