@@ -293,3 +293,68 @@ def test_datamodule_workers_reproducible(tmp_path):
     for (xa, ya), (xb, yb) in zip(a, b):
         assert xa.shape == (8, 1, 64, 84) and ya.dtype == torch.int64
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def _glyphs_found(image: np.ndarray, library: set[bytes]) -> list[tuple[int, int, bytes]]:
+    """(top, left, bytes) of every 28x28 window of `image` that is, byte for byte, in `library`."""
+    found = []
+    for top in range(image.shape[0] - 27):
+        for left in range(image.shape[1] - 27):
+            key = image[top : top + 28, left : left + 28].tobytes()
+            if key in library:
+                found.append((top, left, key))
+    return found
+
+
+def test_recomposed_images_are_new_every_epoch_and_use_only_the_pool(glyphs):
+    from zoo.data.generate import glyph_pools
+    from zoo.data.module import RecomposedM2NIST
+
+    pools = glyph_pools(seed=2, digits=glyphs)
+    pool_glyphs, pool_digits = pools["train"][0][:40], pools["train"][1][:40]
+    own = {g.tobytes(): int(d) for g, d in zip(pool_glyphs, pool_digits)}
+    others = {g.tobytes() for s in ("val", "test") for g in pools[s][0]} - set(own)
+    ds = RecomposedM2NIST(pool_glyphs, pool_digits, size=12, seed=4)
+    assert len(ds) == 12
+    found = 0
+    for i in range(len(ds)):
+        x0, y0 = ds[i, 0]
+        x1, y1 = ds[i, 1]
+        again = ds[i, 1]
+        assert torch.equal(again[0], x1) and torch.equal(again[1], y1)  # a function of (seed, epoch, i)
+        assert not torch.equal(x0, x1)  # a new image every epoch
+        for x, y in ((x0, y0), (x1, y1)):
+            image = (x[0] * 255).round().to(torch.uint8).numpy()
+            labels = y.numpy()
+            assert ((labels == BACKGROUND) == (image == 0)).all()
+            assert not _glyphs_found(image, others), "a glyph from outside the pool"
+            for top, left, key in _glyphs_found(image, set(own)):
+                ink = np.frombuffer(key, np.uint8).reshape(28, 28) > 0
+                window = labels[top : top + 28, left : left + 28]
+                assert (window[ink] == own[key]).all()  # a glyph found whole carries its digit
+                found += 1
+    assert found >= 20  # most glyphs land without overlap and are found verbatim
+
+
+def test_datamodule_recompose(tmp_path, small):
+    from zoo.data import M2NISTDataModule
+    from zoo.data.module import RecomposedM2NIST
+
+    kwargs = dict(data_dir=None, batch_size=4, train_size=16, val_size=8, test_size=8, seed=1)
+    fixed = M2NISTDataModule(**kwargs)
+    fresh = M2NISTDataModule(**kwargs, recompose=True)
+    train = fresh.dataset("train")
+    assert isinstance(train, RecomposedM2NIST) and len(train) == 16
+    for split in ("val", "test"):  # evaluation data does not change
+        a, b = fixed.dataset(split), fresh.dataset(split)
+        assert all(torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1]) for i in range(8))
+    # another train_seed: other training images, the same evaluation splits
+    other = M2NISTDataModule(**kwargs, recompose=True, train_seed=7)
+    assert not torch.equal(other.dataset("train")[0][0], train[0][0])
+    assert torch.equal(other.dataset("val")[0][0], fresh.dataset("val")[0][0])
+    assert torch.equal(
+        M2NISTDataModule(**kwargs, recompose=True, train_seed=1).dataset("train")[0][0], train[0][0]
+    )
+    save_m2nist(tmp_path, *small["train"], one_hot=True)
+    with pytest.raises(ValueError, match="recompose.*fixed M2NIST files"):
+        M2NISTDataModule(data_dir=str(tmp_path), recompose=True)

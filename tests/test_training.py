@@ -1,5 +1,6 @@
 """Training: metrics against hand counts, a tiny end-to-end fit, checkpoints, the CLI's configs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -209,7 +210,8 @@ def test_config_parses_and_instantiates(config):
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
     # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone)
-    assert config.stem.removesuffix("_stage2").removesuffix("_glyphs") in (arch, "default")
+    stage = re.search(r"_stage(\d)$", config.stem)
+    assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default")
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
         start = cli.model.hparams.init_from
         if config.stem.endswith(
@@ -218,8 +220,10 @@ def test_config_parses_and_instantiates(config):
             assert start.startswith("checkpoints/runs/glyphs/") and start.endswith(".glyphs.safetensors")
         else:  # shipped weights
             assert start.startswith("checkpoints/") and (ROOT / start).is_file()
-    if config.stem.endswith("_stage2"):  # starts from the first stage's best checkpoint
-        assert cli.model.hparams.init_from == f"checkpoints/runs/{arch}/best.ckpt"
+    if stage:  # starts from the stage before's best checkpoint
+        before = arch if stage[1] == "2" else f"{arch}_stage{int(stage[1]) - 1}"
+        assert cli.model.hparams.init_from == f"checkpoints/runs/{before}/best.ckpt"
+        assert (ROOT / "configs" / f"{before}.yaml").is_file()
     assert isinstance(cli.model.model, zoo.ZooModel)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml
-# where there is one: a second stage starting from the first's best checkpoint), then export the
+# Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml and
+# _stage3.yaml where there are: each stage starts from the one before's best checkpoint), then export the
 # last stage's best.ckpt to checkpoints/ as safetensors + model card.
 #   bash tools/train_pretrained.sh [model ...]   (default: all below)
 set -euo pipefail
@@ -14,9 +14,11 @@ for m in "${models[@]}"; do
   echo "== $m"
   python train.py fit --config "configs/$m.yaml" --trainer.enable_progress_bar false
   run="checkpoints/runs/$m"
-  if [ -f "configs/${m}_stage2.yaml" ]; then
-    python train.py fit --config "configs/${m}_stage2.yaml" --trainer.enable_progress_bar false
-    run="checkpoints/runs/${m}_stage2"
-  fi
+  for stage in 2 3; do
+    if [ -f "configs/${m}_stage$stage.yaml" ]; then
+      python train.py fit --config "configs/${m}_stage$stage.yaml" --trainer.enable_progress_bar false
+      run="checkpoints/runs/${m}_stage$stage"
+    fi
+  done
   python -m zoo export "$run/best.ckpt" checkpoints/
 done

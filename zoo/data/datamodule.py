@@ -8,7 +8,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.module import EpochSampler, M2NISTDataset, ShardSampler, load_splits
+from zoo.data.generate import glyph_pools
+from zoo.data.module import (
+    EpochSampler,
+    M2NISTDataset,
+    RecomposedM2NIST,
+    ShardSampler,
+    holds_files,
+    load_splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +36,12 @@ class M2NISTDataModule(pl.LightningDataModule):
         batch_size: images per batch, for every split.
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: generation, split and shuffling seed.
+        train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
+            (a later stage of a run can see new images while evaluating on the same splits).
         augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images.
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
+        recompose: generated data only: compose `train_size` new training images every epoch
+            from the training glyphs (`RecomposedM2NIST`); validation and test stay fixed.
     """
 
     def __init__(
@@ -46,12 +58,19 @@ class M2NISTDataModule(pl.LightningDataModule):
         augment: bool = True,
         augment_strength: float = 1.0,
         digits: str | None = None,
+        recompose: bool = False,
+        train_seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, found {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, found {num_workers}")
+        if recompose and holds_files(data_dir):
+            raise ValueError(
+                f"recompose=True composes new images from the generator's glyphs, but {data_dir} holds "
+                f"fixed M2NIST files: turn recompose off, or leave data_dir empty / None to generate"
+            )
         self.save_hyperparameters()
         self.splits: dict | None = None
         self.source = ""
@@ -81,7 +100,15 @@ class M2NISTDataModule(pl.LightningDataModule):
             from zoo.data.transforms import train_transform
 
             transform = train_transform(self.hparams.augment_strength)
-        return M2NISTDataset(*self.splits[split], transform=transform, seed=self.hparams.seed)
+        h = self.hparams
+        if split == "train" and h.recompose:
+            glyphs, digits = glyph_pools(h.seed, h.digits)["train"]
+            return RecomposedM2NIST(glyphs, digits, h.train_size, transform=transform, seed=self.train_seed)
+        return M2NISTDataset(*self.splits[split], transform=transform, seed=self.train_seed)
+
+    @property
+    def train_seed(self) -> int:
+        return self.hparams.seed if self.hparams.train_seed is None else self.hparams.train_seed
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         h = self.hparams
@@ -91,7 +118,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         # every image once
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         if shuffle:
-            sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=h.seed)
+            sampler = EpochSampler(dataset, num_replicas=world, rank=rank, seed=self.train_seed)
         else:
             sampler = ShardSampler(dataset, num_replicas=world, rank=rank)
         return DataLoader(

@@ -175,15 +175,25 @@ def generate_splits(
     for split, n in sizes.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"sizes[{split!r}] must be a non-negative int, found {n!r}")
-    glyphs, glyph_digits = digits if isinstance(digits, tuple) else load_glyphs(digits)
-    pools = split_glyphs(glyph_digits, fractions, seed)
+    pools = glyph_pools(seed, digits, fractions)
     out = {}
     for k, split in enumerate(SPLITS):
         if split in sizes:
             rng = np.random.default_rng([seed, k])
-            pool = pools[split]
-            out[split] = compose(glyphs[pool], glyph_digits[pool], int(sizes[split]), rng, coverage=coverage)
+            out[split] = compose(*pools[split], int(sizes[split]), rng, coverage=coverage)
     return out
+
+
+def glyph_pools(
+    seed: int = 0,
+    digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each split's glyphs (G, 28, 28) and digits (G,): the pools `generate_splits` composes from."""
+    glyphs, glyph_digits = digits if isinstance(digits, tuple) else load_glyphs(digits)
+    return {
+        s: (glyphs[idx], glyph_digits[idx]) for s, idx in split_glyphs(glyph_digits, fractions, seed).items()
+    }
 
 
 def generate_m2nist(

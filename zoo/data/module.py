@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from zoo.data.generate import DEFAULT_SIZES, SPLITS, generate_splits, read_splits
+from zoo.data.generate import DEFAULT_SIZES, GLYPH, SPLITS, compose, generate_splits, read_splits
 from zoo.data.m2nist import BACKGROUND, IMAGES_FILE, load_m2nist
 from zoo.preprocess import normalize
 
 Split = tuple[np.ndarray, np.ndarray]
+RECOMPOSE_STREAM = 1  # tells the composition's seed from the augmentation's
 
 
 class M2NISTDataset(Dataset):
@@ -35,10 +36,14 @@ class M2NISTDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def sample(self, i: int, epoch: int) -> Split:
+        """Image i as stored: uint8 image and label map (H, W)."""
+        return self.images[i], self.labels[i]
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, epoch = key if isinstance(key, tuple) else (key, 0)
-        image = normalize(self.images[i])
-        label = self.labels[i]
+        image, label = self.sample(i, epoch)
+        image = normalize(image)
         if self.transform is not None:
             state = np.random.SeedSequence([self.seed, epoch, int(i)]).generate_state(1)[0]
             self.transform.set_random_seed(int(state) & 0x7FFFFFFF)
@@ -49,6 +54,42 @@ class M2NISTDataset(Dataset):
             # (bilinear image vs nearest mask resampling leaves faint ink beside a warped digit)
             image[torch.from_numpy(label == BACKGROUND)] = 0
         return image[None], torch.from_numpy(np.ascontiguousarray(label)).long()
+
+
+class RecomposedM2NIST(M2NISTDataset):
+    """Generated M2NIST whose images are composed afresh every epoch from a glyph pool.
+
+    Image i of epoch e places 1-3 glyphs of the pool at new positions, a pure function of
+    (`seed`, e, i) like the augmentation: every epoch shows each glyph beside new neighbours,
+    which a fixed set of images cannot (with 4,000 images, a training glyph appears in about
+    two of them). `dataset[i]` alone is epoch 0.
+
+    Args:
+        glyphs, digits: the pool, uint8 (G, 28, 28) and int (G,) (see `zoo.data.generate.glyph_pools`).
+        size: images per epoch.
+        transform, seed: as for `M2NISTDataset`.
+    """
+
+    def __init__(
+        self, glyphs: np.ndarray, digits: np.ndarray, size: int, transform=None, seed: int = 0
+    ) -> None:
+        if glyphs.ndim != 3 or glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
+            raise ValueError(
+                f"expected glyphs (G, {GLYPH}, {GLYPH}) and G digits, found {glyphs.shape} and {np.shape(digits)}"
+            )
+        if size < 1:
+            raise ValueError(f"size must be >= 1, found {size}")
+        self.glyphs, self.digits, self.size = glyphs, np.asarray(digits), int(size)
+        self.transform, self.seed = transform, seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def sample(self, i: int, epoch: int) -> Split:
+        # its own stream, apart from the augmentation's (seed, epoch, i)
+        rng = np.random.default_rng([self.seed, epoch, int(i), RECOMPOSE_STREAM])
+        images, labels = compose(self.glyphs, self.digits, 1, rng)
+        return images[0], labels[0]
 
 
 class EpochSampler(DistributedSampler):
@@ -85,6 +126,11 @@ class ShardSampler(DistributedSampler):
 DEFAULT_DATA_DIR = Path("datasets") / "m2nist"
 
 
+def holds_files(data_dir: str | Path | None) -> bool:
+    """Whether `load_splits` reads M2NIST files from `data_dir` (else it generates M2NIST)."""
+    return data_dir is not None and (Path(data_dir) / IMAGES_FILE).is_file()
+
+
 def load_splits(
     data_dir: str | Path | None = DEFAULT_DATA_DIR,
     seed: int = 0,
@@ -108,8 +154,8 @@ def load_splits(
             f"found {val_fraction} and {test_fraction}"
         )
     if (
-        data_dir is not None
-        and not (Path(data_dir) / IMAGES_FILE).is_file()
+        not holds_files(data_dir)
+        and data_dir is not None
         and Path(data_dir).resolve() != DEFAULT_DATA_DIR.resolve()
     ):
         problem = "has no " + IMAGES_FILE if Path(data_dir).is_dir() else "does not exist"
@@ -117,7 +163,7 @@ def load_splits(
             f"data directory {data_dir} {problem}: give a folder holding M2NIST's {IMAGES_FILE} and "
             f"segmented.npy, or leave data_dir at {DEFAULT_DATA_DIR} to use the built-in generated M2NIST"
         )
-    if data_dir is not None and (Path(data_dir) / IMAGES_FILE).is_file():
+    if holds_files(data_dir):
         images, labels = load_m2nist(data_dir)
         ranges = read_splits(data_dir)
         if ranges is not None:
