@@ -190,6 +190,16 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
     assert second_stage["epochs"] == 24 and second_stage["test"]["digit_miou"] == 0.9
     assert markdown([{**row, "card": card3}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")  # 200 s
 
+    # a run that starts from another run's checkpoint, itself a second stage: both stages listed
+    fourth = tmp_path / "stage4"
+    fourth.mkdir()
+    hp = {**hp, "init_from": str(ckpt), "init_parts": "all"}
+    torch.save({"state_dict": state, "hyper_parameters": hp, "epoch": 5}, fourth / "best.ckpt")
+    (fourth / "results.json").write_text(json.dumps({"test": {"digit_miou": 0.96}, "epochs": 30}))
+    _, card4_path = export(fourth / "best.ckpt", tmp_path / "out4")
+    one, two = json.loads(card4_path.read_text())["training"]["earlier_stages"]
+    assert one == stage and two["from"] == str(ckpt) and two["epochs"] == 24
+
 
 def test_predict_shapes_dtypes_and_errors(small_model):
     rng = np.random.default_rng(0)

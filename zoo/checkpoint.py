@@ -232,8 +232,9 @@ def export(
 def _earlier_stages(init_from: str | None) -> list[dict]:
     """The training behind a fit's starting weights (`init_from`), oldest stage first.
 
-    A run's checkpoint: what its results.json recorded. Shipped weights: the stages on their
-    card, so a model built on another's weights shows (and the README table sums) the whole cost.
+    A run's checkpoint: what its results.json recorded, after the stages behind that run's own
+    `init_from`. Shipped weights: the stages on their card, so a model built on another's weights
+    shows (and the README table sums) the whole cost.
     """
     if not init_from:
         return []
@@ -245,8 +246,11 @@ def _earlier_stages(init_from: str | None) -> list[dict]:
         before = record.get("earlier_stages", [])
         test = {k: v for k, v in card.get("metrics", {}).items() if k != "split"}
     elif results.is_file():
-        record, before = json.loads(results.read_text()), []
+        record = json.loads(results.read_text())
         test = record.get("test")
+        # a run that itself started from other weights: follow its own init_from
+        hyper = _read_pickled(path).get("hyper_parameters", {}) if path.is_file() else {}
+        before = _earlier_stages(hyper.get("init_from"))
     else:
         return [{"from": str(init_from)}]
     keep = ("command", "epochs", "fit_seconds")

@@ -4,6 +4,7 @@ from zoo.data.generate import (
     compose,
     generate_m2nist,
     generate_splits,
+    glyph_pools,
     load_glyphs,
     split_glyphs,
     write_generated,
@@ -18,7 +19,7 @@ from zoo.data.m2nist import (
     masks_to_labels,
     save_m2nist,
 )
-from zoo.data.module import M2NISTDataset, load_splits
+from zoo.data.module import M2NISTDataset, RecomposedM2NIST, load_splits
 
 __all__ = [
     "BACKGROUND",
@@ -27,9 +28,11 @@ __all__ = [
     "M2NISTDataset",
     "M2NISTFormatError",
     "NUM_CLASSES",
+    "RecomposedM2NIST",
     "compose",
     "generate_m2nist",
     "generate_splits",
+    "glyph_pools",
     "labels_to_one_hot",
     "load_glyphs",
     "load_m2nist",
