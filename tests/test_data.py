@@ -358,3 +358,24 @@ def test_datamodule_recompose(tmp_path, small):
     save_m2nist(tmp_path, *small["train"], one_hot=True)
     with pytest.raises(ValueError, match="recompose.*fixed M2NIST files"):
         M2NISTDataModule(data_dir=str(tmp_path), recompose=True)
+
+
+def test_count_probs_sets_glyphs_per_image(glyphs):
+    pool_glyphs, pool_digits = glyphs[0][:30], glyphs[1][:30]
+    library = {g.tobytes() for g in pool_glyphs}
+    images, labels = compose(pool_glyphs, pool_digits, 20, np.random.default_rng(0), count_probs=(1, 0, 0))
+    for image in images:  # one glyph: found verbatim once, and nothing else on the canvas
+        ((top, left, key),) = _glyphs_found(image, library)
+        rest = image.copy()
+        rest[top : top + 28, left : left + 28] = 0
+        assert not rest.any()
+    # three glyphs each: the ink counted per pixel adds up to three glyphs' ink
+    _, _, inked = compose(
+        pool_glyphs, pool_digits, 20, np.random.default_rng(0), coverage=True, count_probs=(0, 0, 1)
+    )
+    ink_per_glyph = (pool_glyphs > 0).sum(axis=(1, 2))
+    assert (inked.sum(axis=(1, 2)) >= 3 * ink_per_glyph.min()).all()
+    assert (inked.sum(axis=(1, 2)) <= 3 * ink_per_glyph.max()).all()
+    for bad in [(0.5, 0.5), (0.5, 0.6, 0), (-0.1, 0.6, 0.5)]:
+        with pytest.raises(ValueError, match="count_probs"):
+            compose(pool_glyphs, pool_digits, 1, np.random.default_rng(0), count_probs=bad)

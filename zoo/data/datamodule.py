@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.generate import glyph_pools
+from zoo.data.generate import COUNT_PROBS, check_count_probs, glyph_pools
 from zoo.data.module import (
     EpochSampler,
     M2NISTDataset,
@@ -38,6 +38,8 @@ class M2NISTDataModule(pl.LightningDataModule):
         seed: generation, split and shuffling seed.
         train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
             (a later stage of a run can see new images while evaluating on the same splits).
+        recompose_counts: with `recompose`, the probabilities of 1, 2 and 3 glyphs per training
+            image (default the generator's 1/4, 1/2, 1/4; more glyphs: more touching digits).
         augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images.
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
         recompose: generated data only: compose `train_size` new training images every epoch
@@ -60,6 +62,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         digits: str | None = None,
         recompose: bool = False,
         train_seed: int | None = None,
+        recompose_counts: tuple[float, float, float] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -71,6 +74,10 @@ class M2NISTDataModule(pl.LightningDataModule):
                 f"recompose=True composes new images from the generator's glyphs, but {data_dir} holds "
                 f"fixed M2NIST files: turn recompose off, or leave data_dir empty / None to generate"
             )
+        if recompose_counts is not None:
+            if not recompose:
+                raise ValueError("recompose_counts applies to recomposed images: set recompose=True too")
+            check_count_probs(recompose_counts)
         self.save_hyperparameters()
         self.splits: dict | None = None
         self.source = ""
@@ -103,7 +110,10 @@ class M2NISTDataModule(pl.LightningDataModule):
         h = self.hparams
         if split == "train" and h.recompose:
             glyphs, digits = glyph_pools(h.seed, h.digits)["train"]
-            return RecomposedM2NIST(glyphs, digits, h.train_size, transform=transform, seed=self.train_seed)
+            counts = COUNT_PROBS if h.recompose_counts is None else h.recompose_counts
+            return RecomposedM2NIST(
+                glyphs, digits, h.train_size, transform=transform, seed=self.train_seed, count_probs=counts
+            )
         return M2NISTDataset(*self.splits[split], transform=transform, seed=self.train_seed)
 
     @property

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import struct
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -117,6 +118,16 @@ def split_glyphs(
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
+def check_count_probs(count_probs: Sequence[float]) -> tuple[float, float, float]:
+    """`count_probs` as three floats, or a ValueError saying what is wrong with it."""
+    probs = tuple(float(p) for p in count_probs)
+    if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
+        raise ValueError(
+            f"count_probs must be three probabilities (1, 2, 3 glyphs) summing to 1, found {count_probs!r}"
+        )
+    return probs
+
+
 def compose(
     glyphs: np.ndarray,
     digits: np.ndarray,
@@ -124,20 +135,23 @@ def compose(
     rng: np.random.Generator,
     canvas: tuple[int, int] = (HEIGHT, WIDTH),
     coverage: bool = False,
+    count_probs: Sequence[float] = COUNT_PROBS,
 ) -> tuple[np.ndarray, ...]:
     """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8).
 
     Args:
+        count_probs: probabilities of 1, 2 and 3 glyphs in an image.
         coverage: also return, per pixel, how many glyphs put ink there (2+: an overlap, where
             the label is the brightest glyph's).
     """
     h, w = canvas
     if h < GLYPH or w < GLYPH:
         raise ValueError(f"the canvas must hold a 28x28 glyph, found {h}x{w}")
+    count_probs = check_count_probs(count_probs)
     images = np.zeros((num_images, h, w), np.uint8)
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
     inked = np.zeros((num_images, h, w), np.uint8)
-    counts = rng.choice([1, 2, 3], size=num_images, p=COUNT_PROBS)
+    counts = rng.choice([1, 2, 3], size=num_images, p=count_probs)
     picks = rng.integers(0, len(glyphs), size=(num_images, 3))
     tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
     lefts = rng.integers(0, w - GLYPH + 1, size=(num_images, 3))

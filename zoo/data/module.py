@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from zoo.data.generate import DEFAULT_SIZES, GLYPH, SPLITS, compose, generate_splits, read_splits
+from zoo.data.generate import (
+    COUNT_PROBS,
+    DEFAULT_SIZES,
+    GLYPH,
+    SPLITS,
+    check_count_probs,
+    compose,
+    generate_splits,
+    read_splits,
+)
 from zoo.data.m2nist import BACKGROUND, IMAGES_FILE, load_m2nist
 from zoo.preprocess import normalize
 
@@ -68,10 +78,17 @@ class RecomposedM2NIST(M2NISTDataset):
         glyphs, digits: the pool, uint8 (G, 28, 28) and int (G,) (see `zoo.data.generate.glyph_pools`).
         size: images per epoch.
         transform, seed: as for `M2NISTDataset`.
+        count_probs: probabilities of 1, 2 and 3 glyphs per image (default the generator's).
     """
 
     def __init__(
-        self, glyphs: np.ndarray, digits: np.ndarray, size: int, transform=None, seed: int = 0
+        self,
+        glyphs: np.ndarray,
+        digits: np.ndarray,
+        size: int,
+        transform=None,
+        seed: int = 0,
+        count_probs: Sequence[float] = COUNT_PROBS,
     ) -> None:
         if glyphs.ndim != 3 or glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
             raise ValueError(
@@ -81,6 +98,7 @@ class RecomposedM2NIST(M2NISTDataset):
             raise ValueError(f"size must be >= 1, found {size}")
         self.glyphs, self.digits, self.size = glyphs, np.asarray(digits), int(size)
         self.transform, self.seed = transform, seed
+        self.count_probs = check_count_probs(count_probs)
 
     def __len__(self) -> int:
         return self.size
@@ -88,7 +106,7 @@ class RecomposedM2NIST(M2NISTDataset):
     def sample(self, i: int, epoch: int) -> Split:
         # its own stream, apart from the augmentation's (seed, epoch, i)
         rng = np.random.default_rng([self.seed, epoch, int(i), RECOMPOSE_STREAM])
-        images, labels = compose(self.glyphs, self.digits, 1, rng)
+        images, labels = compose(self.glyphs, self.digits, 1, rng, count_probs=self.count_probs)
         return images[0], labels[0]
 
 
