@@ -214,9 +214,8 @@ def test_config_parses_and_instantiates(config):
     assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default")
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
         start = cli.model.hparams.init_from
-        if config.stem.endswith(
-            "_glyphs"
-        ):  # written by `tools/glyph_classifier.py --out checkpoints/runs/glyphs`
+        if config.stem.endswith("_glyphs"):
+            # written by `tools/glyph_classifier.py --out checkpoints/runs/glyphs`
             assert start.startswith("checkpoints/runs/glyphs/") and start.endswith(".glyphs.safetensors")
         else:  # shipped weights
             assert start.startswith("checkpoints/") and (ROOT / start).is_file()

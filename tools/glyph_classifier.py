@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from zoo.checkpoint import save_pretrained  # noqa: E402
-from zoo.data.generate import load_glyphs, split_glyphs  # noqa: E402
+from zoo.data.generate import glyph_pools  # noqa: E402
 
 PAD = 6
 
@@ -50,13 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the trained classifier here (safetensors + card)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    glyphs, digits = load_glyphs()
-    pools = split_glyphs(digits, seed=args.seed)  # the generator's glyph-disjoint pools
+    pools = glyph_pools(seed=args.seed)  # the generator's glyph-disjoint pools
     x = {
-        s: F.pad(torch.tensor(glyphs[p], dtype=torch.float32)[:, None] / 255, (PAD,) * 4)
-        for s, p in pools.items()
+        s: F.pad(torch.tensor(g, dtype=torch.float32)[:, None] / 255, (PAD,) * 4)
+        for s, (g, _) in pools.items()
     }
-    y = {s: torch.tensor(digits[p], dtype=torch.long) for s, p in pools.items()}
+    y = {s: torch.tensor(d, dtype=torch.long) for s, (_, d) in pools.items()}
     model_kwargs = {"num_classes": 10, "head": "classify"}
     model = zoo.create_model(args.model, **model_kwargs)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)

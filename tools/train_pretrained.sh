@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml,
-# _stage3.yaml, _stage4.yaml where there are: each stage starts from the one before's best checkpoint), then export the
-# last stage's best.ckpt to checkpoints/ as safetensors + model card.
+# _stage3.yaml, _stage4.yaml where there are: each stage starts from the one before's best
+# checkpoint), then export the last stage's best.ckpt to checkpoints/ as safetensors + model card.
 #   bash tools/train_pretrained.sh [model ...]   (default: all below)
 set -euo pipefail
 cd "$(dirname "$0")/.."

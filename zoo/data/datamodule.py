@@ -36,14 +36,14 @@ class M2NISTDataModule(pl.LightningDataModule):
         batch_size: images per batch, for every split.
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: generation, split and shuffling seed.
-        train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
-            (a later stage of a run can see new images while evaluating on the same splits).
-        recompose_counts: with `recompose`, the probabilities of 1, 2 and 3 glyphs per training
-            image (default the generator's 1/4, 1/2, 1/4; more glyphs: more touching digits).
         augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images.
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
         recompose: generated data only: compose `train_size` new training images every epoch
             from the training glyphs (`RecomposedM2NIST`); validation and test stay fixed.
+        train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
+            (a later stage of a run can see new images while evaluating on the same splits).
+        recompose_counts: with `recompose`, the probabilities of 1, 2 and 3 glyphs per training
+            image (default the generator's 1/4, 1/2, 1/4; more glyphs: more touching digits).
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         if recompose_counts is not None:
             if not recompose:
                 raise ValueError("recompose_counts applies to recomposed images: set recompose=True too")
-            check_count_probs(recompose_counts)
+            check_count_probs(recompose_counts, "recompose_counts")
         self.save_hyperparameters()
         self.splits: dict | None = None
         self.source = ""
@@ -102,13 +102,15 @@ class M2NISTDataModule(pl.LightningDataModule):
     def dataset(self, split: str) -> M2NISTDataset:
         """The `split` ("train", "val" or "test") as a dataset; augmented only for training."""
         self.setup()
+        h = self.hparams
+        if split != "train":
+            return M2NISTDataset(*self.splits[split])
         transform = None
-        if split == "train" and self.hparams.augment:
+        if h.augment:
             from zoo.data.transforms import train_transform
 
-            transform = train_transform(self.hparams.augment_strength)
-        h = self.hparams
-        if split == "train" and h.recompose:
+            transform = train_transform(h.augment_strength)
+        if h.recompose:
             glyphs, digits = glyph_pools(h.seed, h.digits)["train"]
             counts = COUNT_PROBS if h.recompose_counts is None else h.recompose_counts
             return RecomposedM2NIST(

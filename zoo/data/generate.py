@@ -118,12 +118,12 @@ def split_glyphs(
     return {s: np.sort(np.concatenate(p)) for s, p in parts.items()}
 
 
-def check_count_probs(count_probs: Sequence[float]) -> tuple[float, float, float]:
-    """`count_probs` as three floats, or a ValueError saying what is wrong with it."""
+def check_count_probs(count_probs: Sequence[float], name: str = "count_probs") -> tuple[float, float, float]:
+    """`count_probs` as three floats, or a ValueError naming the argument `name` and what is wrong."""
     probs = tuple(float(p) for p in count_probs)
     if len(probs) != 3 or min(probs) < 0 or abs(sum(probs) - 1) > 1e-6:
         raise ValueError(
-            f"count_probs must be three probabilities (1, 2, 3 glyphs) summing to 1, found {count_probs!r}"
+            f"{name} must be three probabilities (1, 2, 3 glyphs) summing to 1, found {count_probs!r}"
         )
     return probs
 
@@ -150,7 +150,7 @@ def compose(
     count_probs = check_count_probs(count_probs)
     images = np.zeros((num_images, h, w), np.uint8)
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
-    inked = np.zeros((num_images, h, w), np.uint8)
+    inked = np.zeros((num_images, h, w), np.uint8) if coverage else None
     counts = rng.choice([1, 2, 3], size=num_images, p=count_probs)
     picks = rng.integers(0, len(glyphs), size=(num_images, 3))
     tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
@@ -162,7 +162,8 @@ def compose(
             wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
             labels[i][win][wins] = digits[picks[i, j]]
             np.maximum(images[i][win], g, out=images[i][win])
-            inked[i][win] += g > 0
+            if coverage:
+                inked[i][win] += g > 0
     return (images, labels, inked) if coverage else (images, labels)
 
 
