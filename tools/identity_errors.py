@@ -7,7 +7,8 @@ is the brighter one's (the generator's rule): the error rate there is reported a
 caps what any model can reach: the digit mean IoU the model would score if it were right
 everywhere else is printed as "overlaps alone". Last, the ink is cut into touching groups
 (8-connected components of non-zero pixels): the error rate on groups holding two or more digits
-(glyphs that touch or overlap) is reported apart from that on groups holding one.
+(glyphs that touch or overlap) is reported apart from that on groups holding one, and the
+errors are binned by each digit pixel's distance to the nearest pixel of another digit.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def main(names: list[str]) -> None:
         low = ndimage.minimum(labels[i], groups, index=np.arange(groups.max() + 1))
         high = ndimage.maximum(labels[i], groups, index=np.arange(groups.max() + 1))
         touching[i] = (low != high)[groups] & (groups > 0)
+    # distance from each digit pixel to the nearest pixel labelled with another digit
+    contact = np.full(labels.shape, np.inf)
+    for i in range(len(labels)):
+        for d in set(np.unique(labels[i])) - {BACKGROUND}:
+            other = digit[i] & (labels[i] != d)
+            if other.any():
+                mine = labels[i] == d
+                contact[i][mine] = ndimage.distance_transform_edt(~other)[mine]
     for name in names:
         pred = zoo.predict(zoo.create_model(name, pretrained=True), images)
         said_digit = pred != BACKGROUND
@@ -78,6 +87,19 @@ def main(names: list[str]) -> None:
             f"  touching digits: {touching[digit].mean():.1%} of digit pixels, {wrong[touching].mean():.1%} "
             f"wrong; digits alone: {wrong[digit & ~touching].mean():.1%} wrong"
         )
+        bins = ((0, 1.5), (1.5, 3), (3, 6), (6, 10), (10, np.inf))
+        near = digit_miou(np.where(contact < 3, pred, labels), labels)
+        print(
+            "  distance to another digit (px): share of digit pixels / wrong there / share of the errors "
+            f"(right from 3 px out, it would score {near:.3f})"
+        )
+        for lo, hi in (*bins, (np.inf, None)):
+            there = digit & ((contact == np.inf) if hi is None else (contact >= lo) & (contact < hi))
+            label = "no other digit" if hi is None else f"[{lo:g}, {hi:g})"
+            print(
+                f"    {label:>15}: {there.sum() / digit.sum():6.1%} {wrong[there].mean():6.1%} "
+                f"{wrong[there].sum() / wrong.sum():6.1%}"
+            )
 
 
 if __name__ == "__main__":
