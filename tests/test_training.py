@@ -152,6 +152,30 @@ def test_init_parts_features_takes_only_the_backbone(tmp_path):
         SegmentationModule(init_parts="head")
 
 
+def test_freeze_features_trains_only_the_head(tmp_path):
+    from zoo.checkpoint import save_pretrained
+
+    kwargs = {"widths": [8, 8, 8, 8], "head": "context"}
+    source = zoo.create_model("vgg4_dilated", **kwargs)
+    with torch.no_grad():
+        for t in source.state_dict().values():
+            if t.is_floating_point():
+                t.uniform_(0.1, 1)  # unlike any fresh initialisation; positive variances
+    weights, _ = save_pretrained(source, tmp_path, "vgg4_dilated", kwargs, {})
+    module = SegmentationModule("vgg4_dilated", kwargs, init_from=str(weights), freeze="features")
+    trainer = pl.Trainer(max_steps=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=tiny_data())
+    before, after = source.state_dict(), module.model.state_dict()
+    # the backbone's weights and batch-norm statistics as loaded; the head's trained
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("features."))
+    assert not torch.equal(after["head.mix.conv.weight"], before["head.mix.conv.weight"])
+    assert not torch.equal(after["head.mix.bn.running_mean"], before["head.mix.bn.running_mean"])
+    (group,) = trainer.optimizers[0].param_groups
+    assert {id(p) for p in group["params"]} == {id(p) for p in module.model.head.parameters()}
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        SegmentationModule(freeze="head")
+
+
 def test_resuming_a_cosine_run_with_another_length_is_an_error(tmp_path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml,
-# _stage3.yaml, _stage4.yaml where there are: each stage starts from the one before's best
+# _stage3.yaml ... where there are: each stage starts from the one before's best
 # checkpoint), then export the last stage's best.ckpt to checkpoints/ as safetensors + model card.
 #   bash tools/train_pretrained.sh [model ...]   (default: all below)
 set -euo pipefail
@@ -14,7 +14,7 @@ for m in "${models[@]}"; do
   echo "== $m"
   python train.py fit --config "configs/$m.yaml" --trainer.enable_progress_bar false
   run="checkpoints/runs/$m"
-  for stage in 2 3 4; do
+  for stage in 2 3 4 5; do
     if [ -f "configs/${m}_stage$stage.yaml" ]; then
       python train.py fit --config "configs/${m}_stage$stage.yaml" --trainer.enable_progress_bar false
       run="checkpoints/runs/${m}_stage$stage"

@@ -15,6 +15,7 @@ from zoo.registry import create_model
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "none")
 INIT_PARTS = ("all", "features")
+FREEZE = (None, "features")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -42,6 +43,9 @@ class SegmentationModule(pl.LightningModule):
             the same architecture), e.g. a second, lower-rate stage; ignored when resuming.
         init_parts: "all" (the whole model, same architecture) or "features" (only the backbone,
             from a model of any head whose `features` match ours, e.g. a new head on trained features).
+        freeze: "features" trains only the head: the backbone's weights stay fixed and its batch
+            norms keep their running statistics (its forward then records nothing for autograd
+            and takes the fused inference path).
     """
 
     def __init__(
@@ -58,10 +62,13 @@ class SegmentationModule(pl.LightningModule):
         compile: bool = False,
         init_from: str | None = None,
         init_parts: str = "all",
+        freeze: str | None = None,
     ) -> None:
         super().__init__()
         if init_parts not in INIT_PARTS:
             raise ValueError(f"init_parts must be one of {INIT_PARTS}, found {init_parts!r}")
+        if freeze not in FREEZE:
+            raise ValueError(f"freeze must be one of {FREEZE}, found {freeze!r}")
         if loss not in ("ce", "ce+dice"):
             raise ValueError(f"loss must be 'ce' or 'ce+dice', found {loss!r}")
         if optimizer not in OPTIMIZERS:
@@ -80,6 +87,8 @@ class SegmentationModule(pl.LightningModule):
         kwargs = {"num_classes": NUM_CLASSES, **(model_kwargs or {})}
         self.model = create_model(arch, **kwargs)
         self.num_classes = self.model.num_classes
+        if freeze == "features":
+            self.model.features.requires_grad_(False)
         weights = None
         if isinstance(class_weights, (list, tuple)):
             if len(class_weights) != self.num_classes:
@@ -106,6 +115,12 @@ class SegmentationModule(pl.LightningModule):
                 # load() checks the file's architecture against ours and names both when they differ
                 source = load(path, arch=self.hparams.arch, **self.model.model_kwargs)
                 load_state_checked(self.model, source.state_dict(), path)
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.freeze == "features":
+            # frozen means its batch-norm statistics too (Lightning restores each submodule's
+            # mode after validation, so once per epoch is enough)
+            self.model.features.eval()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # the schedule's planned length: a cosine LambdaLR's state does not hold it
@@ -191,7 +206,7 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        params = self.model.parameters()
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if h.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
         else:

@@ -52,7 +52,7 @@ class ConvBNAct(nn.Sequential):
             self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and _fast_inference_ok(x):
+        if not self.training and _fast_inference_ok(x, self):
             return self._fused_inference(x)
         return super().forward(x)
 
@@ -81,13 +81,15 @@ class ConvBNAct(nn.Sequential):
         )
 
 
-def _fast_inference_ok(x: torch.Tensor) -> bool:
-    """oneDNN's fused convolution: CPU, fp32, no autograd recording, not being traced."""
+def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
+    """oneDNN's fused convolution: CPU, fp32, nothing for autograd to record, not being traced."""
     return (
         not isinstance(x, torch.fx.Proxy)  # torch.fx tracing (zoo.receptive_field) sees the modules
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and not torch.is_grad_enabled()
+        and not (
+            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+        )
         and torch.backends.mkldnn.is_available()
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
