@@ -43,20 +43,21 @@ def main(names: list[str]) -> None:
     digit = labels != BACKGROUND
     print(f"test split (generated, seed 0): {overlap[digit].mean():.1%} of digit pixels are overlaps")
     touching = np.zeros_like(digit)
+    contact = np.full(labels.shape, np.inf)  # distance to the nearest pixel of another digit
     for i in range(len(labels)):
         groups, _ = ndimage.label(images[i] > 0, structure=np.ones((3, 3)))
         # a group holds several digits where some of its pixels disagree with its minimum label
         low = ndimage.minimum(labels[i], groups, index=np.arange(groups.max() + 1))
         high = ndimage.maximum(labels[i], groups, index=np.arange(groups.max() + 1))
         touching[i] = (low != high)[groups] & (groups > 0)
-    # distance from each digit pixel to the nearest pixel labelled with another digit
-    contact = np.full(labels.shape, np.inf)
-    for i in range(len(labels)):
         for d in set(np.unique(labels[i])) - {BACKGROUND}:
             other = digit[i] & (labels[i] != d)
             if other.any():
                 mine = labels[i] == d
                 contact[i][mine] = ndimage.distance_transform_edt(~other)[mine]
+    bands = [(0, 1.5), (1.5, 3), (3, 6), (6, 10), (10, np.inf)]
+    bins = [(f"[{lo:g}, {hi:g})", digit & (contact >= lo) & (contact < hi)) for lo, hi in bands]
+    bins.append(("no other digit", digit & (contact == np.inf)))
     for name in names:
         pred = zoo.predict(zoo.create_model(name, pretrained=True), images)
         said_digit = pred != BACKGROUND
@@ -87,15 +88,12 @@ def main(names: list[str]) -> None:
             f"  touching digits: {touching[digit].mean():.1%} of digit pixels, {wrong[touching].mean():.1%} "
             f"wrong; digits alone: {wrong[digit & ~touching].mean():.1%} wrong"
         )
-        bins = ((0, 1.5), (1.5, 3), (3, 6), (6, 10), (10, np.inf))
         near = digit_miou(np.where(contact < 3, pred, labels), labels)
         print(
             "  distance to another digit (px): share of digit pixels / wrong there / share of the errors "
             f"(right from 3 px out, it would score {near:.3f})"
         )
-        for lo, hi in (*bins, (np.inf, None)):
-            there = digit & ((contact == np.inf) if hi is None else (contact >= lo) & (contact < hi))
-            label = "no other digit" if hi is None else f"[{lo:g}, {hi:g})"
+        for label, there in bins:
             print(
                 f"    {label:>15}: {there.sum() / digit.sum():6.1%} {wrong[there].mean():6.1%} "
                 f"{wrong[there].sum() / wrong.sum():6.1%}"
