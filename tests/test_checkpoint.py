@@ -215,6 +215,21 @@ def test_predict_shapes_dtypes_and_errors(small_model):
     assert single.shape == (37, 45) and probs.shape == (11, 37, 45)
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
     np.testing.assert_array_equal(predict(small_model, torch.from_numpy(many).float() / 255), labels)
+    # a batch of one keeps its batch axis, however the tensor is shaped; (H, W) is one image
+    floats = torch.from_numpy(many[:1]).float() / 255
+    for batch_of_one in (floats, floats[:, None]):
+        np.testing.assert_array_equal(predict(small_model, batch_of_one), labels[:1])
+    assert predict(small_model, floats[0]).shape == (37, 45)
+    colour = zoo.create_model("vgg4_dilated", in_channels=3).eval()
+    rgb = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        expected = colour(rgb).argmax(1).numpy()
+    np.testing.assert_array_equal(predict(colour, rgb), expected)
+    np.testing.assert_array_equal(predict(colour, rgb[1]), expected[1])  # one image (C, H, W)
+    with pytest.raises(
+        ValueError, match=r"expected a float tensor \(N, 3, H, W\) or \(3, H, W\), found \(2, 20, 24\)"
+    ):
+        predict(colour, rgb[:, 0])
     for bad, message in [
         (many.astype(np.float32), "expected uint8 images"),
         (rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8), r"expected images \(H, W\) or \(N, H, W\)"),

@@ -38,17 +38,21 @@ def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
                 f"a tensor input must be floats already normalised (x / 255), found {images.dtype}; "
                 "pass raw uint8 images as a numpy array"
             )
-        single = images.dim() in (2, 3) and not (
-            images.dim() == 3 and in_channels == 1 and images.shape[0] != 1
-        )
+        # a 3-d tensor is a batch (N, H, W) for a one-channel model, whatever N (also 1), so the
+        # labels' shape never depends on the batch size; for a C-channel model, one image (C, H, W)
+        single = images.dim() == 2 or (images.dim() == 3 and in_channels > 1)
+        given = tuple(images.shape)
         if images.dim() == 2:
             images = images[None, None]
         elif images.dim() == 3:
-            images = images[None] if images.shape[0] == in_channels and single else images[:, None]
+            images = images[None] if in_channels > 1 else images[:, None]
         if images.dim() != 4 or images.shape[1] != in_channels:
-            raise ValueError(
-                f"expected a float tensor (N, {in_channels}, H, W), (N, H, W) or (H, W), found {tuple(images.shape)}"
+            forms = (
+                "(N, 1, H, W), (N, H, W) or (H, W)"
+                if in_channels == 1
+                else f"(N, {in_channels}, H, W) or ({in_channels}, H, W)"
             )
+            raise ValueError(f"expected a float tensor {forms}, found {given}")
         return images, single
     raise TypeError(f"images must be a numpy array or a torch tensor, found {type(images).__name__}")
 
@@ -60,12 +64,13 @@ def predict(
 
     Args:
         images: raw uint8 numpy images in 0..255, (H, W) or (N, H, W); or a float tensor already
-            normalised (N, 1, H, W), (N, H, W) or (H, W).
+            normalised (N, 1, H, W), (N, H, W) or (H, W) (a C-channel model: (N, C, H, W) or (C, H, W)).
         batch_size: images per forward pass.
         return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
 
     Returns:
-        int64 labels shaped like the input images ((H, W) or (N, H, W)), and the probabilities on request.
+        int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
+        N = 1), and the probabilities on request.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
