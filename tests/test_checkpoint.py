@@ -265,8 +265,10 @@ def test_onnx_matches_pytorch(tmp_path):
     from zoo.inference import export_onnx
 
     for name, head in (("vgg4_dilated", "pixel"), ("vgg4_stitch", "pixel"), ("vgg4_dilated", "context")):
-        model = zoo.create_model(name, widths=[4, 6, 8, 8], head=head).eval()
+        model = zoo.create_model(name, widths=[4, 6, 8, 8], head=head)
         path = export_onnx(model, tmp_path / f"{name}_{head}.onnx")
+        assert model.training, "export_onnx must hand the model back in the mode it came in"
+        model.eval()
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for shape in (
             [(1, 1, 64, 84), (3, 1, 96, 52)] if "stitch" in name else [(1, 1, 64, 84), (3, 1, 33, 50)]

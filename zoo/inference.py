@@ -99,20 +99,27 @@ def predict(
 def export_onnx(
     model: nn.Module, path: str | Path, opset: int = 18, example_size: tuple[int, int] = (64, 84)
 ) -> Path:
-    """Write `model` as ONNX with dynamic batch, height and width ("images" -> "logits")."""
+    """Write `model` in eval mode as ONNX with dynamic batch, height and width ("images" -> "logits").
+
+    The model is handed back in the mode it came in.
+    """
     path = Path(path)
-    model = model.eval()
+    was_training = model.training
+    model.eval()
     example = torch.rand(2, getattr(model, "in_channels", 1), *example_size)
     batch, height, width = (torch.export.Dim(n, min=1, max=8192) for n in ("batch", "height", "width"))
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
+    try:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+        )
+    finally:
+        model.train(was_training)
     return path
