@@ -34,6 +34,30 @@ def digit_miou(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(metrics.compute()["digit_miou"])
 
 
+def touching_digits(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Pixels of one image whose ink group (8-connected non-zero pixels) holds two or more digits."""
+    groups, _ = ndimage.label(image > 0, structure=np.ones((3, 3)))
+    # a group holds several digits where some of its pixels disagree with its minimum label
+    low = ndimage.minimum(labels, groups, index=np.arange(groups.max() + 1))
+    high = ndimage.maximum(labels, groups, index=np.arange(groups.max() + 1))
+    return (low != high)[groups] & (groups > 0)
+
+
+def contact_distance(labels: np.ndarray) -> np.ndarray:
+    """Per digit pixel of one label map, the distance to the nearest pixel of another digit.
+
+    Euclidean, in pixels; inf on background and on digits with no other digit in the image.
+    """
+    out = np.full(labels.shape, np.inf)
+    digit = labels != BACKGROUND
+    for d in set(np.unique(labels).tolist()) - {BACKGROUND}:
+        other = digit & (labels != d)
+        if other.any():
+            mine = labels == d
+            out[mine] = ndimage.distance_transform_edt(~other)[mine]
+    return out
+
+
 def main(names: list[str]) -> None:
     # the test split every model card was scored on (generated, seed 0), with glyphs per pixel
     test = {"test": DEFAULT_SIZES["test"]}
@@ -42,19 +66,8 @@ def main(names: list[str]) -> None:
     overlap = inked > 1
     digit = labels != BACKGROUND
     print(f"test split (generated, seed 0): {overlap[digit].mean():.1%} of digit pixels are overlaps")
-    touching = np.zeros_like(digit)
-    contact = np.full(labels.shape, np.inf)  # distance to the nearest pixel of another digit
-    for i in range(len(labels)):
-        groups, _ = ndimage.label(images[i] > 0, structure=np.ones((3, 3)))
-        # a group holds several digits where some of its pixels disagree with its minimum label
-        low = ndimage.minimum(labels[i], groups, index=np.arange(groups.max() + 1))
-        high = ndimage.maximum(labels[i], groups, index=np.arange(groups.max() + 1))
-        touching[i] = (low != high)[groups] & (groups > 0)
-        for d in set(np.unique(labels[i])) - {BACKGROUND}:
-            other = digit[i] & (labels[i] != d)
-            if other.any():
-                mine = labels[i] == d
-                contact[i][mine] = ndimage.distance_transform_edt(~other)[mine]
+    touching = np.stack([touching_digits(image, label) for image, label in zip(images, labels)])
+    contact = np.stack([contact_distance(label) for label in labels])
     bands = [(0, 1.5), (1.5, 3), (3, 6), (6, 10), (10, np.inf)]
     bins = [(f"[{lo:g}, {hi:g})", digit & (contact >= lo) & (contact < hi)) for lo, hi in bands]
     bins.append(("no other digit", digit & (contact == np.inf)))
