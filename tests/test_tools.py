@@ -1,18 +1,46 @@
-"""The analysis helpers of tools/identity_errors.py, on label maps small enough to work out by hand."""
+"""The developer tools in tools/: training inputs, and the error analysis on hand-built label maps."""
 
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-pytest.importorskip("scipy")
-SPEC = importlib.util.spec_from_file_location(
-    "identity_errors", Path(__file__).resolve().parent.parent / "tools" / "identity_errors.py"
-)
-identity_errors = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(identity_errors)
-BG = 10
+import zoo
+from zoo.checkpoint import _earlier_stages, load_state_checked
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BG = 10  # the background label
+
+
+def test_glyph_classifier_writes_a_starting_point_for_segmentation(tmp_path, capsys):
+    tool = load_tool("glyph_classifier")
+    argv = ["--model", "vgg4_dilated", "--epochs", "1", "--out", str(tmp_path)]
+    assert tool.main(argv) == 0
+    assert "test glyphs" in capsys.readouterr().out
+    weights = tmp_path / "vgg4_dilated.glyphs.safetensors"
+    classifier = zoo.load(weights)
+    assert classifier(torch.rand(3, 1, 40, 40)).shape == (3, 10)  # one score per digit, no pixels
+
+    # the segmentation model takes the backbone as it is (what init_parts="features" does)
+    seg = zoo.create_model("vgg4_dilated")
+    load_state_checked(seg.features, classifier.features.state_dict(), str(weights))
+    for name, tensor in seg.features.state_dict().items():
+        assert torch.equal(tensor, classifier.features.state_dict()[name])
+
+    (stage,) = _earlier_stages(str(weights))  # and a card built on it lists this stage
+    assert stage["epochs"] == 1 and stage["command"].startswith("python tools/glyph_classifier.py --model")
+    assert 0 <= stage["test"]["test_glyph_acc"] <= 1
 
 
 def two_digits(bridge: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -26,29 +54,31 @@ def two_digits(bridge: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_contact_distance_by_hand():
+    tool = load_tool("identity_errors")
     _, labels = two_digits(bridge=False)
-    dist = identity_errors.contact_distance(labels)
+    dist = tool.contact_distance(labels)
     # the nearest pixel of the other digit is straight across, in the same row
     assert np.all(dist[1:4, 1] == 3) and np.all(dist[1:4, 0] == 4)
     assert np.all(dist[1:4, 4] == 3) and np.all(dist[1:4, 5] == 4)
     assert np.all(np.isinf(dist[labels == BG]))
     _, labels = two_digits(bridge=True)
-    dist = identity_errors.contact_distance(labels)
+    dist = tool.contact_distance(labels)
     assert dist[2, 2] == 1 and dist[2, 3] == 1
     assert dist[1, 1] == pytest.approx(np.hypot(1, 2))  # to the 7 at (2, 3)
     alone = np.full((4, 4), BG)
     alone[1:3, 1:3] = 5
-    assert np.all(np.isinf(identity_errors.contact_distance(alone)))
+    assert np.all(np.isinf(tool.contact_distance(alone)))
 
 
 def test_touching_digits_by_hand():
+    tool = load_tool("identity_errors")
     image, labels = two_digits(bridge=False)
-    assert not identity_errors.touching_digits(image, labels).any()
+    assert not tool.touching_digits(image, labels).any()
     image, labels = two_digits(bridge=True)
-    touching = identity_errors.touching_digits(image, labels)
+    touching = tool.touching_digits(image, labels)
     assert np.array_equal(touching, labels != BG)
     # a diagonal step is 8-connected: one group
     image, labels = np.zeros((3, 3), np.uint8), np.full((3, 3), BG)
     image[0, 0], image[1, 1] = 9, 9
     labels[0, 0], labels[1, 1] = 1, 2
-    assert identity_errors.touching_digits(image, labels).sum() == 2
+    assert tool.touching_digits(image, labels).sum() == 2
