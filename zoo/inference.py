@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from zoo.preprocess import normalize
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode for the block, then back in the mode it came in (also on errors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
@@ -76,18 +89,13 @@ def predict(
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
     x, single = as_batch(images, getattr(model, "in_channels", 1))
     param = next(model.parameters())
-    was_training = model.training
-    model.eval()
     labels, probs = [], []
-    try:
-        with torch.inference_mode():
-            for chunk in x.split(batch_size):
-                logits = model(chunk.to(param.device, param.dtype)).float()
-                labels.append(logits.argmax(1).cpu())
-                if return_probs:
-                    probs.append(logits.softmax(1).cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for chunk in x.split(batch_size):
+            logits = model(chunk.to(param.device, param.dtype)).float()
+            labels.append(logits.argmax(1).cpu())
+            if return_probs:
+                probs.append(logits.softmax(1).cpu())
     out = torch.cat(labels).numpy().astype(np.int64)
     out = out[0] if single else out
     if not return_probs:
@@ -104,11 +112,9 @@ def export_onnx(
     The model is handed back in the mode it came in.
     """
     path = Path(path)
-    was_training = model.training
-    model.eval()
     example = torch.rand(2, getattr(model, "in_channels", 1), *example_size)
     batch, height, width = (torch.export.Dim(n, min=1, max=8192) for n in ("batch", "height", "width"))
-    try:
+    with eval_mode(model):
         torch.onnx.export(
             model,
             (example,),
@@ -120,6 +126,4 @@ def export_onnx(
             dynamo=True,
             verbose=False,
         )
-    finally:
-        model.train(was_training)
     return path

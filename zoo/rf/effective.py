@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.inference import as_batch
+from zoo.inference import as_batch, eval_mode
 from zoo.rf.theory import receptive_field
 
 
@@ -133,11 +133,9 @@ def effective_receptive_field(
     center = (size[0] // 2, size[1] // 2)
     device = next(model.parameters()).device
     net = copy.deepcopy(model).eval() if weights == "random" else model
-    was_training = model.training
-    model.eval()
     total = torch.zeros(size, dtype=torch.float64)
     runs = inits if weights == "random" else 1
-    try:
+    with eval_mode(model):
         for run in range(runs):
             if weights == "random":
                 with torch.random.fork_rng(devices=[]):
@@ -154,8 +152,6 @@ def effective_receptive_field(
             unit = out[:, :, center[0], center[1]] if target is None else out[:, target, center[0], center[1]]
             (grad,) = torch.autograd.grad(unit.sum(), x)
             total += grad.abs().sum(dim=(0, 1)).double().cpu()
-    finally:
-        model.train(was_training)
     grad_map = (total / total.sum()).numpy() if total.sum() > 0 else total.numpy()
     radius = radius_of_mass(grad_map, center, mass)
     rows, cols = np.indices(grad_map.shape)
