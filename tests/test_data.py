@@ -86,6 +86,42 @@ def test_coverage_counts_the_glyphs_on_each_pixel():
     assert ((with_cover[2] == 0) == (with_cover[0] == 0)).all()
 
 
+def test_owners_name_the_glyph_each_label_comes_from():
+    # glyph A (digit 3): 100 on its left half, 200 on its right; glyph B (digit 5): 150 all over.
+    # On a 28x28 canvas both cover every pixel, so B owns the left half and A the right one
+    # wherever both are in the image; two copies of one glyph tie everywhere: the later one owns.
+    a = np.full((28, 28), 100, np.uint8)
+    a[:, 14:] = 200
+    b = np.full((28, 28), 150, np.uint8)
+    images, labels, inked, owners = compose(
+        np.stack([a, b]),
+        np.array([3, 5]),
+        60,
+        np.random.default_rng(0),
+        (28, 28),
+        coverage=True,
+        count_probs=(0, 1, 0),
+        owners=True,
+    )
+    assert (inked == 2).all()
+    mixed = 0
+    for lab, own in zip(labels, owners):
+        left, right = lab[:, :14], lab[:, 14:]
+        if (left == 5).all() and (right == 3).all():  # one A, one B, in some order
+            assert len(np.unique(own[:, :14])) == 1 and len(np.unique(own[:, 14:])) == 1
+            assert {own[0, 0], own[0, 27]} == {0, 1}
+            mixed += 1
+        else:  # two copies of the same glyph
+            assert len(np.unique(lab)) == 1 and (own == 1).all()
+    assert 10 < mixed < 50
+    # on the real generator: 255 exactly on background, and the same images as without
+    with_owners = generate_splits({"val": 20}, seed=2, owners=True)["val"]
+    plain = generate_splits({"val": 20}, seed=2)["val"]
+    assert all(np.array_equal(x, y) for x, y in zip(with_owners, plain))
+    assert ((with_owners[2] == 255) == (with_owners[1] == BACKGROUND)).all()
+    assert with_owners[2][with_owners[2] != 255].max() <= 2
+
+
 def test_glyph_pools_are_disjoint_and_stratified(glyphs):
     pools = split_glyphs(glyphs[1], seed=0)
     sets = [set(p.tolist()) for p in pools.values()]

@@ -82,3 +82,15 @@ def test_touching_digits_by_hand():
     image[0, 0], image[1, 1] = 9, 9
     labels[0, 0], labels[1, 1] = 1, 2
     assert tool.touching_digits(image, labels).sum() == 2
+
+
+def test_glyph_vote_by_hand():
+    tool = load_tool("identity_errors")
+    # a 1x4 image: glyph 0 on pixels 0-1, glyph 1 on pixel 2, background on pixel 3
+    owners = np.array([[0, 0, 1, 255]], np.uint8)
+    probs = np.zeros((11, 1, 4), np.float32)
+    probs[2, 0, 0], probs[7, 0, 0] = 0.6, 0.4  # alone, pixel 0 says 2
+    probs[2, 0, 1], probs[7, 0, 1] = 0.3, 0.7  # glyph 0's mean: 2 -> 0.45, 7 -> 0.55
+    probs[4, 0, 2], probs[1, 0, 2] = 0.9, 0.1
+    probs[BG, 0, 3] = 1.0
+    assert tool.glyph_vote(probs, owners).tolist() == [[7, 7, 4, BG]]

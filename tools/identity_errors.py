@@ -9,6 +9,12 @@ everywhere else is printed as "overlaps alone". Last, the ink is cut into touchi
 (8-connected components of non-zero pixels): the error rate on groups holding two or more digits
 (glyphs that touch or overlap) is reported apart from that on groups holding one, and the
 errors are binned by each digit pixel's distance to the nearest pixel of another digit.
+
+Two bounds follow. "Glyph vote": the score if each glyph's pixels (known from the generator, so
+an oracle grouping) all took the digit of their mean probabilities: what perfect grouping alone
+would win. "Same arrangements": 500 fresh images laid out alike (same counts and positions),
+filled with training, validation or test glyphs: whether the errors come from unseen
+handwriting or from the layouts themselves.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from zoo.data import BACKGROUND  # noqa: E402
-from zoo.data.generate import DEFAULT_SIZES, generate_splits  # noqa: E402
+from zoo.data.generate import DEFAULT_SIZES, SPLITS, compose, generate_splits, glyph_pools  # noqa: E402
 from zoo.metrics import SegmentationMetrics  # noqa: E402
 
 
@@ -58,10 +64,35 @@ def contact_distance(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def glyph_vote(probs: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Labels of one image where every glyph's pixels take the digit of their mean probabilities.
+
+    Args:
+        probs: (classes, H, W) softmax probabilities; digits are classes 0..9.
+        owners: (H, W) glyph index per pixel, 255 on background (`compose(owners=True)`).
+    """
+    out = probs.argmax(0)
+    for j in np.unique(owners[owners != 255]):
+        mine = owners == j
+        out[mine] = probs[:BACKGROUND, mine].mean(axis=1).argmax()
+    return out
+
+
+def same_arrangements(model: torch.nn.Module, size: int = 500, seed: int = 0) -> dict[str, float]:
+    """Digit mean IoU per glyph pool on `size` fresh images, laid out alike for every pool."""
+    pools = glyph_pools(seed)
+    out = {}
+    for split in SPLITS:
+        # one generator seed for every pool: the same counts, picks and positions
+        images, labels = compose(*pools[split], size, np.random.default_rng([seed, 99]))
+        out[split] = digit_miou(zoo.predict(model, images), labels.astype(np.int64))
+    return out
+
+
 def main(names: list[str]) -> None:
     # the test split every model card was scored on (generated, seed 0), with glyphs per pixel
     test = {"test": DEFAULT_SIZES["test"]}
-    images, labels, inked = generate_splits(test, seed=0, coverage=True)["test"]
+    images, labels, inked, owners = generate_splits(test, seed=0, coverage=True, owners=True)["test"]
     labels = labels.astype(np.int64)
     overlap = inked > 1
     digit = labels != BACKGROUND
@@ -72,7 +103,8 @@ def main(names: list[str]) -> None:
     bins = [(f"[{lo:g}, {hi:g})", digit & (contact >= lo) & (contact < hi)) for lo, hi in bands]
     bins.append(("no other digit", digit & (contact == np.inf)))
     for name in names:
-        pred = zoo.predict(zoo.create_model(name, pretrained=True), images)
+        model = zoo.create_model(name, pretrained=True)
+        pred, probs = zoo.predict(model, images, return_probs=True)
         said_digit = pred != BACKGROUND
         shape_iou = (digit & said_digit).sum() / (digit | said_digit).sum()
         wrong = digit & said_digit & (pred != labels)
@@ -111,6 +143,12 @@ def main(names: list[str]) -> None:
                 f"    {label:>15}: {there.sum() / digit.sum():6.1%} {wrong[there].mean():6.1%} "
                 f"{wrong[there].sum() / wrong.sum():6.1%}"
             )
+        voted = np.stack([glyph_vote(p, o) for p, o in zip(probs, owners)])
+        pools = same_arrangements(model)
+        print(
+            f"  glyph vote (oracle grouping): {digit_miou(voted, labels):.3f}; same arrangements with "
+            + ", ".join(f"{split} glyphs {score:.3f}" for split, score in pools.items())
+        )
 
 
 if __name__ == "__main__":

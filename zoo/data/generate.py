@@ -136,6 +136,7 @@ def compose(
     canvas: tuple[int, int] = (HEIGHT, WIDTH),
     coverage: bool = False,
     count_probs: Sequence[float] = COUNT_PROBS,
+    owners: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8).
 
@@ -143,6 +144,8 @@ def compose(
         count_probs: probabilities of 1, 2 and 3 glyphs in an image.
         coverage: also return, per pixel, how many glyphs put ink there (2+: an overlap, where
             the label is the brightest glyph's).
+        owners: also return, per pixel, which of the image's glyphs (0, 1, 2 in placing order)
+            its label comes from; 255 on background. Returned after `coverage`'s array.
     """
     h, w = canvas
     if h < GLYPH or w < GLYPH:
@@ -151,6 +154,7 @@ def compose(
     images = np.zeros((num_images, h, w), np.uint8)
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
     inked = np.zeros((num_images, h, w), np.uint8) if coverage else None
+    owner = np.full((num_images, h, w), 255, np.uint8) if owners else None
     counts = rng.choice([1, 2, 3], size=num_images, p=count_probs)
     picks = rng.integers(0, len(glyphs), size=(num_images, 3))
     tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
@@ -161,10 +165,12 @@ def compose(
             win = (slice(tops[i, j], tops[i, j] + GLYPH), slice(lefts[i, j], lefts[i, j] + GLYPH))
             wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
             labels[i][win][wins] = digits[picks[i, j]]
+            if owners:
+                owner[i][win][wins] = j
             np.maximum(images[i][win], g, out=images[i][win])
             if coverage:
                 inked[i][win] += g > 0
-    return (images, labels, inked) if coverage else (images, labels)
+    return (images, labels) + ((inked,) if coverage else ()) + ((owner,) if owners else ())
 
 
 def generate_splits(
@@ -173,6 +179,7 @@ def generate_splits(
     digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     coverage: bool = False,
+    owners: bool = False,
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """Images and label maps per split, each made only from that split's glyphs.
 
@@ -182,6 +189,7 @@ def generate_splits(
         digits: glyph source for `load_glyphs`, or (glyphs, digits) arrays.
         fractions: glyph pool fractions for train, val, test.
         coverage: add each split's glyph count per pixel (see `compose`).
+        owners: add each split's label-owning glyph per pixel (see `compose`).
     """
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = set(sizes) - set(SPLITS)
@@ -195,7 +203,7 @@ def generate_splits(
     for k, split in enumerate(SPLITS):
         if split in sizes:
             rng = np.random.default_rng([seed, k])
-            out[split] = compose(*pools[split], int(sizes[split]), rng, coverage=coverage)
+            out[split] = compose(*pools[split], int(sizes[split]), rng, coverage=coverage, owners=owners)
     return out
 
 
