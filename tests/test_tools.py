@@ -94,3 +94,17 @@ def test_glyph_vote_by_hand():
     probs[4, 0, 2], probs[1, 0, 2] = 0.9, 0.1
     probs[BG, 0, 3] = 1.0
     assert tool.glyph_vote(probs, owners).tolist() == [[7, 7, 4, BG]]
+
+
+def test_same_arrangements_lay_out_every_pool_alike():
+    # the tool draws each pool's images from one seed; pools of 4,000 and 500 copies of one
+    # solid glyph can only give the same images if counts and positions match image by image
+    tool = load_tool("identity_errors")
+    solid = np.full((1, 28, 28), 200, np.uint8)
+    made = [
+        tool.compose(np.repeat(solid, n, 0), np.full(n, 3), 500, np.random.default_rng([0, 99]))[0]
+        for n in (4000, 500)
+    ]
+    assert np.array_equal(*made)
+    alike = tool.same_arrangements(size=20)
+    assert [im.shape for im, _ in alike.values()] == [(20, 64, 84)] * 3
