@@ -73,7 +73,7 @@ def test_coverage_counts_the_glyphs_on_each_pixel():
     # on every pixel, so the count is the number of glyphs in the image, which is 1..3
     glyph = np.full((1, 28, 28), 200, np.uint8)
     images, labels, inked = compose(
-        glyph, np.array([4]), 50, np.random.default_rng(0), (28, 28), coverage=True
+        glyph, np.array([4]), 50, np.random.default_rng(0), (28, 28), coverage=True, layout="scatter"
     )
     per_image = inked.reshape(50, -1)
     assert (per_image == per_image[:, :1]).all()
@@ -102,6 +102,7 @@ def test_owners_name_the_glyph_each_label_comes_from():
         coverage=True,
         count_probs=(0, 1, 0),
         owners=True,
+        layout="scatter",
     )
     assert (inked == 2).all()
     mixed = 0
@@ -399,7 +400,10 @@ def test_datamodule_recompose(tmp_path, small):
 def test_count_probs_sets_glyphs_per_image(glyphs):
     pool_glyphs, pool_digits = glyphs[0][:30], glyphs[1][:30]
     library = {g.tobytes() for g in pool_glyphs}
-    images, labels = compose(pool_glyphs, pool_digits, 20, np.random.default_rng(0), count_probs=(1, 0, 0))
+    scatter = dict(layout="scatter")
+    images, labels = compose(
+        pool_glyphs, pool_digits, 20, np.random.default_rng(0), count_probs=(1, 0, 0), **scatter
+    )
     for image in images:  # one glyph: found verbatim once, and nothing else on the canvas
         ((top, left, key),) = _glyphs_found(image, library)
         rest = image.copy()
@@ -407,11 +411,14 @@ def test_count_probs_sets_glyphs_per_image(glyphs):
         assert not rest.any()
     # three glyphs each: the ink counted per pixel adds up to three glyphs' ink
     _, _, inked = compose(
-        pool_glyphs, pool_digits, 20, np.random.default_rng(0), coverage=True, count_probs=(0, 0, 1)
+        pool_glyphs, pool_digits, 20, np.random.default_rng(0), coverage=True, count_probs=(0, 0, 1), **scatter
     )
     ink_per_glyph = (pool_glyphs > 0).sum(axis=(1, 2))
     assert (inked.sum(axis=(1, 2)) >= 3 * ink_per_glyph.min()).all()
     assert (inked.sum(axis=(1, 2)) <= 3 * ink_per_glyph.max()).all()
     for bad in [(0.5, 0.5), (0.5, 0.6, 0), (-0.1, 0.6, 0.5)]:
         with pytest.raises(ValueError, match="count_probs"):
-            compose(pool_glyphs, pool_digits, 1, np.random.default_rng(0), count_probs=bad)
+            compose(pool_glyphs, pool_digits, 1, np.random.default_rng(0), count_probs=bad, **scatter)
+    # the m2nist layout's counts follow the published recipe: asking for others is an error
+    with pytest.raises(ValueError, match="count_probs.*'scatter' layout"):
+        compose(pool_glyphs, pool_digits, 1, np.random.default_rng(0), count_probs=(1, 0, 0))

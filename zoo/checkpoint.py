@@ -206,13 +206,14 @@ def export(
         return {k: v for k, v in (d or {}).items() if not k.startswith("_")}  # Lightning's own bookkeeping
 
     card = {
-        "metrics": {"split": "test (generated M2NIST)", **run["test"]} if "test" in run else None,
+        "metrics": {"split": test_split_name(obj), **run["test"]} if "test" in run else None,
         "data": {"source": run.get("data"), **plain(obj.get("datamodule_hyper_parameters"))},
         "training": {
             "command": run.get("command"),
             "epochs": run.get("epochs", obj.get("epoch", -1) + 1),
             "best_epoch": obj.get("epoch"),
             "fit_seconds": run.get("fit_seconds"),
+            "precision": run.get("precision"),
             "hyperparameters": plain(obj["hyper_parameters"]),
             "pytorch_lightning": obj.get("pytorch-lightning_version"),
         },
@@ -227,6 +228,13 @@ def export(
     if earlier:
         card["training"]["earlier_stages"] = earlier
     return save_pretrained(model, out_dir, model.arch, model.model_kwargs, card, tag)
+
+
+def test_split_name(ckpt: dict) -> str:
+    """What a run's test split was, from its checkpoint's data hyperparameters."""
+    data = ckpt.get("datamodule_hyper_parameters") or {}
+    # runs from before layouts existed generated the scatter layout
+    return f"test (generated M2NIST, {data.get('layout', 'scatter')} layout)"
 
 
 def _earlier_stages(init_from: str | None) -> list[dict]:

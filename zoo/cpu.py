@@ -6,6 +6,9 @@ import ctypes
 import os
 import sys
 
+import torch
+from torch import nn
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _applied = False
 _decided = False  # ZooModel.forward calls it on every CPU forward: after the first, only a flag check
@@ -38,3 +41,31 @@ def _mallopt_keep() -> bool:
     except OSError:
         return False
     return libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31) == 1
+
+
+def has_bf16() -> bool:
+    """Whether this CPU executes bf16 matrix instructions (AVX512-BF16 or AMX), not emulates them."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _nchw_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(),) + args[1:]
+
+
+def avoid_bf16_conv_fault(model: nn.Module) -> list[str]:
+    """Run in NCHW the convolutions whose bf16 channels_last weight gradient oneDNN gets wrong.
+
+    Measured with PyTorch 2.13 on an AVX512-BF16 CPU: a dilated (4 or more) 3x3 convolution whose
+    input channels are not a multiple of 16 returns non-finite weight gradients in bf16
+    channels_last at batch 16 and above (NCHW is right; tests/test_cpu.py checks every model).
+    Such convolutions get NCHW weights and inputs; the rest of the model stays channels_last.
+    Returns the names of the convolutions changed.
+    """
+    changed = []
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d) and max(conv.dilation) >= 2 and conv.in_channels % 16:
+            conv.weight.data = conv.weight.data.contiguous()
+            if not getattr(conv, "_nchw_hook", None):
+                conv._nchw_hook = conv.register_forward_pre_hook(_nchw_input)
+            changed.append(name)
+    return changed

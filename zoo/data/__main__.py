@@ -1,4 +1,4 @@
-"""`python -m zoo.data generate --out datasets/m2nist` and `python -m zoo.data show`."""
+"""`python -m zoo.data generate --out datasets/m2nist`, `python -m zoo.data show` and `python -m zoo.data stats`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.generate import DEFAULT_SIZES, write_generated
+from zoo.data.generate import DEFAULT_LAYOUT, DEFAULT_SIZES, LAYOUTS, SPLITS, generate_splits, write_generated
 from zoo.data.m2nist import CLASS_NAMES, NUM_CLASSES, load_m2nist
 from zoo.data.module import load_splits
+from zoo.data.stats import PUBLISHED, layout_stats, stats_table
 from zoo.viz import save_grid
 
 
@@ -36,21 +37,47 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--out", default="m2nist.png")
     show.add_argument("--count", type=int, default=16)
     show.add_argument("--seed", type=int, default=0)
+    stats = sub.add_parser(
+        "stats",
+        help="layout statistics of an M2NIST folder (or of generated splits) beside the published set's",
+        description="Statistics (definitions in zoo/data/stats.py): background share of pixels; digit "
+        "pixels whose 8-connected blob holds 2+ classes; images whose leftmost digit pixel is in "
+        "columns 0-13; distinct digit classes per image; images with a single digit class.",
+    )
+    stats.add_argument("data", nargs="?", default=None, help="folder with combined.npy + segmented.npy")
+    stats.add_argument("--layout", choices=LAYOUTS, action="append", help="without DATA: the layout(s) to generate (default both)")
+    stats.add_argument("--split", choices=SPLITS, default="test", help="without DATA: the split to generate")
+    stats.add_argument("--seed", type=int, default=0)
+    for parser_ in (gen, show):
+        parser_.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help="how glyphs are placed")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "generate":
             sizes = {s: getattr(args, s) for s in DEFAULT_SIZES}
             out = write_generated(
-                args.out, sizes, seed=args.seed, digits=args.digits, one_hot=not args.label_map
+                args.out, sizes, seed=args.seed, digits=args.digits, one_hot=not args.label_map, layout=args.layout
             )
-            print(f"wrote {sum(sizes.values())} images to {out}/ (combined.npy, segmented.npy, splits.json)")
+            print(
+                f"wrote {sum(sizes.values())} images ({args.layout} layout) to {out}/ "
+                "(combined.npy, segmented.npy, splits.json)"
+            )
+            return 0
+        if args.command == "stats":
+            columns = {"published M2NIST": PUBLISHED}
+            if args.data is not None:
+                columns[args.data] = layout_stats(load_m2nist(args.data)[1])
+            else:
+                for layout in args.layout or LAYOUTS:
+                    labels = generate_splits({args.split: DEFAULT_SIZES[args.split]}, args.seed, layout=layout)
+                    columns[f"{layout} ({args.split})"] = layout_stats(labels[args.split][1])
+            print(stats_table(columns))
             return 0
         if Path(args.data, "combined.npy").is_file():
             images, labels = load_m2nist(args.data)
             print(f"read {len(images)} images from {args.data}")
         else:
-            splits, source = load_splits(Path(args.data), seed=args.seed)
+            splits, source = load_splits(Path(args.data), seed=args.seed, layout=args.layout)
             images = np.concatenate([splits[s][0] for s in splits])
             labels = np.concatenate([splits[s][1] for s in splits])
             print(source)

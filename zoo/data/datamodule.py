@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.generate import COUNT_PROBS, check_count_probs, glyph_pools
+from zoo.data.generate import DEFAULT_LAYOUT, check_layout, glyph_pools
 from zoo.data.module import (
     EpochSampler,
     M2NISTDataset,
@@ -26,8 +26,8 @@ class M2NISTDataModule(pl.LightningDataModule):
 
     Batches: images float32 (B, 1, 64, 84) in [0, 1] (`zoo.preprocess.normalize`), masks int64
     (B, 64, 84) with 10 = background. Generated data: train 4000, val 500 and test 500 images
-    from disjoint glyph pools (`train_size`, `val_size`, `test_size`), all from `seed`. Real
-    files: a seeded random split with `val_fraction` and `test_fraction`.
+    from disjoint glyph pools (`train_size`, `val_size`, `test_size`), placed by `layout`, all
+    from `seed`. Real files: a seeded random split with `val_fraction` and `test_fraction`.
 
     Args:
         data_dir: folder with `combined.npy` + `segmented.npy` (see `zoo.data.load_m2nist`); the
@@ -38,12 +38,15 @@ class M2NISTDataModule(pl.LightningDataModule):
         seed: generation, split and shuffling seed.
         augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images.
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
+        layout: how generated images place their glyphs: "m2nist", the published set's recipe
+            (2-3 digits in slots, seldom touching), or "scatter", the harder variant (1-3 digits
+            anywhere, touching and overlapping); see `zoo.data.generate`.
         recompose: generated data only: compose `train_size` new training images every epoch
             from the training glyphs (`RecomposedM2NIST`); validation and test stay fixed.
         train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
             (a later stage of a run can see new images while evaluating on the same splits).
-        recompose_counts: with `recompose`, the probabilities of 1, 2 and 3 glyphs per training
-            image (default the generator's 1/4, 1/2, 1/4; more glyphs: more touching digits).
+        recompose_counts: with `recompose` and the scatter layout, the probabilities of 1, 2 and 3
+            glyphs per training image (default 1/4, 1/2, 1/4; more glyphs: more touching digits).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         recompose: bool = False,
         train_seed: int | None = None,
         recompose_counts: tuple[float, float, float] | None = None,
+        layout: str = DEFAULT_LAYOUT,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -74,10 +78,11 @@ class M2NISTDataModule(pl.LightningDataModule):
                 f"recompose=True composes new images from the generator's glyphs, but {data_dir} holds "
                 f"fixed M2NIST files: turn recompose off, or leave data_dir empty / None to generate"
             )
+        check_layout(layout)
         if recompose_counts is not None:
             if not recompose:
                 raise ValueError("recompose_counts applies to recomposed images: set recompose=True too")
-            check_count_probs(recompose_counts, "recompose_counts")
+            check_layout(layout, recompose_counts, "recompose_counts")
         self.save_hyperparameters()
         self.splits: dict | None = None
         self.source = ""
@@ -96,6 +101,7 @@ class M2NISTDataModule(pl.LightningDataModule):
             val_fraction=h.val_fraction,
             test_fraction=h.test_fraction,
             digits=h.digits,
+            layout=h.layout,
         )
         log.info("data: %s", self.source)
 
@@ -112,9 +118,14 @@ class M2NISTDataModule(pl.LightningDataModule):
             transform = train_transform(h.augment_strength)
         if h.recompose:
             glyphs, digits = glyph_pools(h.seed, h.digits)["train"]
-            counts = COUNT_PROBS if h.recompose_counts is None else h.recompose_counts
             return RecomposedM2NIST(
-                glyphs, digits, h.train_size, transform=transform, seed=self.train_seed, count_probs=counts
+                glyphs,
+                digits,
+                h.train_size,
+                transform=transform,
+                seed=self.train_seed,
+                layout=h.layout,
+                count_probs=h.recompose_counts,
             )
         return M2NISTDataset(*self.splits[split], transform=transform, seed=self.train_seed)
 

