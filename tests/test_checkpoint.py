@@ -169,7 +169,8 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
         "params_cifar": 1,
         "receptive_field": 3,
         "downsampling": False,
-        "card": card,
+        "cards": {"m2nist": card},
+        "scores": {"m2nist": {"m2nist": 0.9, "scatter": 0.8}},
     }
     assert markdown([row]).splitlines()[-1].endswith("| 60+24 | 2.5 min |")  # both stages: 150 s
 
@@ -188,7 +189,7 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
     first_stage, second_stage = card3["training"]["earlier_stages"]
     assert first_stage == stage
     assert second_stage["epochs"] == 24 and second_stage["test"]["digit_miou"] == 0.9
-    assert markdown([{**row, "card": card3}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")  # 200 s
+    assert markdown([{**row, "cards": {"m2nist": card3}}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")  # 200 s
 
     # a run that starts from another run's checkpoint, itself a second stage: both stages listed
     fourth = tmp_path / "stage4"

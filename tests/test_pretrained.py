@@ -1,5 +1,6 @@
 """Every shipped weight: intact, loadable, and as good as its model card says."""
 
+import functools
 import hashlib
 import json
 import os
@@ -13,21 +14,32 @@ from PIL import Image
 
 import zoo
 from zoo.data import generate_splits
-from zoo.hub import pretrained_card, weight_paths
+from zoo.hub import available_tags, pretrained_card, weight_paths
 from zoo.inference import predict
 from zoo.viz import colorize
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the example imports zoo from this checkout
 SHIPPED = zoo.list_models(pretrained=True)
+# every shipped weight, default tag or not: "vgg4_dilated.m2nist", "vgg4_dilated.scatter", ...
+TAGGED = [f"{name}.{tag}" for name in zoo.list_models() for tag in available_tags(name)]
 CARD_KEYS = {"arch", "model_kwargs", "preprocessing", "data", "training", "metrics", "parameters", "sha256"}
+
+
+def card_test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The generated test split a card's metrics were measured on: its layout, seed and size."""
+    data = card["data"]
+    return _test_split(data["layout"], data["seed"], data["test_size"])
+
+
+@functools.lru_cache(maxsize=None)
+def _test_split(layout: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return generate_splits({"test": size}, seed=seed, layout=layout)["test"]
 
 
 @pytest.fixture(scope="module")
 def test_split():
-    card = pretrained_card(SHIPPED[0])
-    seed, size = card["data"]["seed"], card["data"]["test_size"]
-    return generate_splits({"test": size}, seed=seed)["test"]
+    return card_test_split(pretrained_card(SHIPPED[0]))
 
 
 def digit_miou_numpy(pred, truth, classes=11, background=10):
@@ -49,21 +61,27 @@ def test_every_model_but_the_wide_variants_ships():
     assert set(SHIPPED) == set(zoo.list_models()) - set(zoo.list_models("*_wide"))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+def test_default_weights_trained_on_the_m2nist_layout_and_scatter_weights_kept():
+    for name in SHIPPED:
+        assert pretrained_card(name)["data"]["layout"] == "m2nist"
+        assert pretrained_card(f"{name}.scatter")["data"]["layout"] == "scatter"
+
+
+@pytest.mark.parametrize("name", TAGGED)
 def test_card_and_checksum(name):
-    weights, card_path = weight_paths(name)
+    weights, card_path = weight_paths(*name.split("."))
     card = json.loads(card_path.read_text())
-    assert CARD_KEYS <= set(card) and card["arch"] == name
+    assert CARD_KEYS <= set(card) and f"{card['arch']}.{card['tag']}" == name
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["sha256"]
     model = zoo.create_model(name, pretrained=True)
     assert sum(p.numel() for p in model.parameters()) == card["parameters"]
     assert card["preprocessing"]["scale"] == 255 and card["training"]["command"].startswith("python train.py")
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_reproduces_recorded_test_metrics(name, test_split):
-    images, labels = test_split
+@pytest.mark.parametrize("name", TAGGED)
+def test_reproduces_recorded_test_metrics(name):
     card = pretrained_card(name)
+    images, labels = card_test_split(card)
     pred = predict(zoo.create_model(name, pretrained=True), images, batch_size=100)
     digit_miou, pixel_acc = digit_miou_numpy(pred, labels)
     assert digit_miou == pytest.approx(card["metrics"]["digit_miou"], abs=2e-3)

@@ -216,6 +216,8 @@ def test_bad_module_arguments():
 
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+# the recipes of the `.scatter` weights, kept beside the m2nist-layout ones
+SCATTER_CONFIGS = sorted((ROOT / "configs" / "scatter").glob("*.yaml"))
 
 
 def test_every_model_has_a_config():
@@ -223,7 +225,23 @@ def test_every_model_has_a_config():
     assert set(zoo.list_models()) <= names
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_comparison_configs_share_one_recipe():
+    # the model table's rows compare architectures on equal terms: same everything but the arch
+    import yaml
+
+    recipes = {}
+    for path in CONFIGS:
+        if path.stem in zoo.list_models() and not path.stem.endswith("_wide"):
+            recipe = yaml.safe_load(path.read_text())
+            assert recipe["model"].pop("arch") == path.stem
+            recipes[path.stem] = recipe
+    first = next(iter(recipes.values()))
+    assert all(r == first for r in recipes.values()), [n for n, r in recipes.items() if r != first]
+
+
+@pytest.mark.parametrize(
+    "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
+)
 def test_config_parses_and_instantiates(config):
     from zoo.cli import SegmentationModule as Module
     from zoo.cli import ZooCLI
@@ -233,6 +251,9 @@ def test_config_parses_and_instantiates(config):
     )
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
+    scatter = config.parent.name == "scatter"
+    assert cli.datamodule.hparams.layout == ("scatter" if scatter else "m2nist")
+    runs, tag = ("checkpoints/runs/scatter", "scatter") if scatter else ("checkpoints/runs", "m2nist")
     # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone)
     stage = re.search(r"_stage(\d)$", config.stem)
     assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default")
@@ -241,12 +262,13 @@ def test_config_parses_and_instantiates(config):
         if config.stem.endswith("_glyphs"):
             # written by `tools/glyph_classifier.py --out checkpoints/runs/glyphs`
             assert start.startswith("checkpoints/runs/glyphs/") and start.endswith(".glyphs.safetensors")
-        else:  # shipped weights
-            assert start.startswith("checkpoints/") and (ROOT / start).is_file()
+        else:  # shipped weights of the same layout
+            assert start.startswith("checkpoints/") and start.endswith(f".{tag}.safetensors")
+            assert (ROOT / start).is_file()
     if stage:  # starts from the stage before's best checkpoint
         before = arch if stage[1] == "2" else f"{arch}_stage{int(stage[1]) - 1}"
-        assert cli.model.hparams.init_from == f"checkpoints/runs/{before}/best.ckpt"
-        assert (ROOT / "configs" / f"{before}.yaml").is_file()
+        assert cli.model.hparams.init_from == f"{runs}/{before}/best.ckpt"
+        assert (config.parent / f"{before}.yaml").is_file()
     assert isinstance(cli.model.model, zoo.ZooModel)
 
 

@@ -71,7 +71,11 @@ def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
 
 
 def predict(
-    model: nn.Module, images, batch_size: int = 64, return_probs: bool = False
+    model: nn.Module,
+    images,
+    batch_size: int = 64,
+    return_probs: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per-pixel labels for images of any size, on the model's device, without gradients.
 
@@ -80,6 +84,8 @@ def predict(
             normalised (N, 1, H, W), (N, H, W) or (H, W) (a C-channel model: (N, C, H, W) or (C, H, W)).
         batch_size: images per forward pass.
         return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
+        dtype: torch.bfloat16 computes under bf16 autocast (weights stay fp32; on a CPU the fused
+            convolutions fold batch norm in fp32, then run in bf16); None: the weights' dtype.
 
     Returns:
         int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
@@ -88,9 +94,12 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
     x, single = as_batch(images, getattr(model, "in_channels", 1))
+    if dtype not in (None, torch.bfloat16):
+        raise ValueError(f"dtype must be None (the weights' dtype) or torch.bfloat16, found {dtype}")
     param = next(model.parameters())
+    autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
     labels, probs = [], []
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), autocast:
         for chunk in x.split(batch_size):
             logits = model(chunk.to(param.device, param.dtype)).float()
             labels.append(logits.argmax(1).cpu())

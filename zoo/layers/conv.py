@@ -59,7 +59,9 @@ class ConvBNAct(nn.Sequential):
     def _fused_inference(self, x: torch.Tensor) -> torch.Tensor:
         # Inference on CPU: batch norm folded into the convolution, ReLU fused into oneDNN's
         # kernel, channels_last: one pass over the activations instead of three (measured ~2x,
-        # benchmarks/run.py). Same result as the module sequence up to float rounding.
+        # benchmarks/run.py). Same result as the module sequence up to float rounding. In bf16
+        # (a bf16 input, or CPU autocast to bf16) the folding stays fp32 and its result is cast.
+        dtype = fused_dtype(x)
         conv = self.conv
         weight, bias = conv.weight, conv.bias
         if hasattr(self, "bn"):
@@ -68,9 +70,9 @@ class ConvBNAct(nn.Sequential):
             weight = weight * scale.reshape(-1, 1, 1, 1)
             bias = (bias - bn.running_mean if bias is not None else -bn.running_mean) * scale + bn.bias
         return torch.ops.mkldnn._convolution_pointwise(
-            x.contiguous(memory_format=torch.channels_last),
-            weight.contiguous(memory_format=torch.channels_last),
-            bias,
+            x.to(dtype, memory_format=torch.channels_last),
+            weight.to(dtype, memory_format=torch.channels_last),
+            None if bias is None else bias.to(dtype),
             conv.padding,
             conv.stride,
             conv.dilation,
@@ -81,12 +83,19 @@ class ConvBNAct(nn.Sequential):
         )
 
 
+def fused_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the fused CPU path computes in: bf16 for bf16 inputs or under CPU bf16 autocast."""
+    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return torch.bfloat16 if x.dtype == torch.bfloat16 or autocast_bf16 else torch.float32
+
+
 def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
-    """oneDNN's fused convolution: CPU, fp32, nothing for autograd to record, not being traced."""
+    """oneDNN's fused convolution: CPU, fp32 or bf16, nothing for autograd to record, not traced."""
     return (
         not isinstance(x, torch.fx.Proxy)  # torch.fx tracing (zoo.receptive_field) sees the modules
         and x.device.type == "cpu"
-        and x.dtype == torch.float32
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and all(p.dtype == torch.float32 for p in module.parameters())
         and not (
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
         )
