@@ -6,8 +6,10 @@ parameters, multiply-accumulates per image (counted
 with torch.utils.flop_counter), and the achieved FLOP/s as a fraction of the machine's own peak,
 measured in the same process as a large matmul in the same dtype. Each timing: warm-up runs, then
 `--reps` repetitions; the median is reported with the min-max spread. Writes a JSON file and
-prints a markdown table. CPU always; CUDA too when present (bf16 autocast, channels_last,
-torch.compile off and on).
+prints a markdown table. CPU always, in fp32 and, where the processor has bf16 instructions,
+in bf16 autocast (each row against the matmul peak of its own precision; on a CPU without them
+the bf16 rows are skipped rather than timing emulation); CUDA too when present (bf16 autocast,
+channels_last, torch.compile off and on).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import zoo  # noqa: E402
+from zoo.cpu import avoid_bf16_conv_fault, has_bf16  # noqa: E402
 
 SIZES = {
     "64x84": (32, 64, 84),
@@ -81,15 +84,18 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) 
 
 PEAK_MATMULS = {  # key in a row's peak lookup: (device, dtype, matrix side)
     "cpu": ("cpu", torch.float32, 2048),
+    "cpu-bf16": ("cpu", torch.bfloat16, 2048),
     "cuda": ("cuda", torch.float32, 8192),
     "cuda-bf16": ("cuda", torch.bfloat16, 8192),
 }
 
 
-def measure_peaks(devices: list[str]) -> dict[str, float]:
-    """The matmul peak of every device (and dtype) in `devices`."""
+def measure_peaks(devices: list[str], bf16_cpu: bool) -> dict[str, float]:
+    """The matmul peak of every device (and dtype) in `devices`; CPU bf16 only if `bf16_cpu`."""
     return {
-        key: matmul_peak(dev, dtype, n=n) for key, (dev, dtype, n) in PEAK_MATMULS.items() if dev in devices
+        key: matmul_peak(dev, dtype, n=n)
+        for key, (dev, dtype, n) in PEAK_MATMULS.items()
+        if dev in devices and (key != "cpu-bf16" or bf16_cpu)
     }
 
 
@@ -133,6 +139,8 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         model.set_grad_checkpointing()
     if mode.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
+    if mode.get("bf16") and device == "cpu":
+        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module)
     run = torch.compile(model) if mode.get("compile") else model
     x = torch.rand(batch, model.in_channels, h, w, device=device)
     if mode.get("channels_last"):
@@ -224,14 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         "--grad-checkpointing", action="store_true", help="also rows with activation checkpointing"
     )
     parser.add_argument("--compile", action="store_true", help="also CPU rows with torch.compile")
+    parser.add_argument("--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))
         return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    peaks = measure_peaks(devices)
-    modes = {"cpu": [{}]}
+    bf16_cpu = "cpu" in devices and not args.no_bf16 and has_bf16()
+    if "cpu" in devices and not args.no_bf16 and not bf16_cpu:
+        print("this CPU has no bf16 instructions (AVX512-BF16 or AMX): CPU bf16 rows skipped")
+    peaks = measure_peaks(devices, bf16_cpu)
+    modes = {"cpu": [{}] + ([{"bf16": True}] if bf16_cpu else [])}
     if args.grad_checkpointing:
         modes["cpu"].append({"grad_checkpointing": True})
     if args.compile:  # needs a C++ compiler; compile time is spent in the warm-up, not timed
@@ -256,13 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "cpu_bf16_instructions": has_bf16(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
         "matmul_peak_flops": peaks,
     }
     # once more at the end, keeping the higher: on a shared host one measurement can land in a
     # slow spell, and a low peak would flatter every row
-    peaks.update({key: max(peaks[key], again) for key, again in measure_peaks(devices).items()})
+    peaks.update({key: max(peaks[key], again) for key, again in measure_peaks(devices, bf16_cpu).items()})
     print(f"\nmachine: {machine}\n")
     print(markdown(rows, peaks) + "\n")
     write_json(args.json, {"machine": machine, "rows": rows})

@@ -19,9 +19,9 @@ def test_default_precision(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(zoo.cli, "has_bf16", lambda: True)
-    assert default_precision() == "bf16-mixed"
-    monkeypatch.setattr(zoo.cli, "has_bf16", lambda: False)
-    assert default_precision() == "32-true"
+    assert default_precision() == "bf16-mixed" and zoo.cli.default_config().name == "default.yaml"
+    monkeypatch.setattr(zoo.cli, "has_bf16", lambda: False)  # fp32 is ~2x slower: a shorter recipe
+    assert default_precision() == "32-true" and zoo.cli.default_config().name == "default_fp32.yaml"
 
 
 def _conv_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import zoo
+from zoo.cpu import has_bf16
 from zoo.data import generate_splits
 from zoo.hub import available_tags, pretrained_card, weight_paths
 from zoo.inference import predict
@@ -108,3 +110,16 @@ def test_example_app_end_to_end(tmp_path, test_split):
         capture_output=True, text=True, check=False, cwd=ROOT, env=ENV,
     )  # fmt: skip
     assert bad.returncode == 2 and "unknown model 'vgg4_dilatd'" in bad.stderr
+
+
+@pytest.mark.skipif(not has_bf16(), reason="the CPU has no bf16 instructions (emulated bf16 is slow)")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_bf16_inference_labels_match_fp32(name):
+    images, _ = card_test_split(pretrained_card(name))
+    images = images[:100]
+    fp32 = predict(zoo.create_model(name, pretrained=True), images, batch_size=100)
+    autocast = predict(zoo.create_model(name, pretrained=True), images, batch_size=100, dtype=torch.bfloat16)
+    bf16_model = zoo.create_model(name, pretrained=True, dtype=torch.bfloat16)
+    assert next(bf16_model.parameters()).dtype == torch.bfloat16
+    weights = predict(bf16_model, images, batch_size=100)
+    assert (autocast == fp32).mean() >= 0.999 and (weights == fp32).mean() >= 0.999

@@ -256,7 +256,7 @@ def test_config_parses_and_instantiates(config):
     runs, tag = ("checkpoints/runs/scatter", "scatter") if scatter else ("checkpoints/runs", "m2nist")
     # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone)
     stage = re.search(r"_stage(\d)$", config.stem)
-    assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default")
+    assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default", "default_fp32")
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
         start = cli.model.hparams.init_from
         if config.stem.endswith("_glyphs"):

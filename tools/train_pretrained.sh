@@ -2,23 +2,26 @@
 # Train the shipped weights: one run per configs/<model>.yaml (then configs/<model>_stage2.yaml,
 # _stage3.yaml ... where there are: each stage starts from the one before's best
 # checkpoint), then export the last stage's best.ckpt to checkpoints/ as safetensors + model card.
-#   bash tools/train_pretrained.sh [model ...]   (default: all below)
+#   bash tools/train_pretrained.sh [model ...]            # the .m2nist weights (default: all below)
+#   TAG=scatter bash tools/train_pretrained.sh [model ...]  # the .scatter weights, configs/scatter/
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tag=${TAG:-m2nist}
+if [ "$tag" = m2nist ]; then configs=configs; runs=checkpoints/runs; else configs=configs/$tag; runs=checkpoints/runs/$tag; fi
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
-  models=(vgg4_strided vgg4_maxpool vgg4_stitch cascade10 cascade10_depthwise resnet18_strided
-          vgg4_large_kernel resnet18_dilated resnet18_dilated_degrid unet_small unet vgg7_dilated vgg7_dilated_context)
+  models=(vgg4_dilated vgg4_strided vgg4_maxpool vgg4_stitch unet_small vgg7_dilated unet cascade10_depthwise
+          resnet18_strided cascade10 vgg4_large_kernel vgg7_dilated_context resnet18_dilated resnet18_dilated_degrid)
 fi
 for m in "${models[@]}"; do
-  echo "== $m"
-  python train.py fit --config "configs/$m.yaml" --trainer.enable_progress_bar false
-  run="checkpoints/runs/$m"
+  echo "== $m ($tag)"
+  python train.py fit --config "$configs/$m.yaml" --trainer.enable_progress_bar false
+  run="$runs/$m"
   for stage in 2 3 4 5; do
-    if [ -f "configs/${m}_stage$stage.yaml" ]; then
-      python train.py fit --config "configs/${m}_stage$stage.yaml" --trainer.enable_progress_bar false
-      run="checkpoints/runs/${m}_stage$stage"
+    if [ -f "$configs/${m}_stage$stage.yaml" ]; then
+      python train.py fit --config "$configs/${m}_stage$stage.yaml" --trainer.enable_progress_bar false
+      run="$runs/${m}_stage$stage"
     fi
   done
-  python -m zoo export "$run/best.ckpt" checkpoints/
+  python -m zoo export "$run/best.ckpt" checkpoints/ --tag "$tag"
 done

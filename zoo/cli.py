@@ -23,7 +23,7 @@ from zoo.module import NonFiniteLossError, SegmentationModule
 from zoo.viz import read_metrics_csv
 
 RUNS = Path("checkpoints") / "runs"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 REPORT_IMAGES = 8
 HISTORY = ("train/loss_epoch", "val/loss", "val/digit_miou")  # per-epoch curves kept in results.json
 
@@ -161,6 +161,11 @@ class ZooCLI(LightningCLI):
         return save_training_report(path, curves, images, labels, predictions, title)
 
 
+def default_config() -> Path:
+    """What `python train.py` runs: a 10-minute recipe for the precision this machine trains in."""
+    return CONFIGS / ("default_fp32.yaml" if default_precision() == "32-true" else "default.yaml")
+
+
 def main(argv: list[str] | None = None, **cli_kwargs) -> int:
     """Run the CLI; with no arguments, fit the default model (then test it).
 
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None, **cli_kwargs) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        args = ["fit", "--config", str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else ["fit"]
+        config = default_config()
+        args = ["fit", "--config", str(config)] if config.is_file() else ["fit"]
     elif argv is None:
         args = None  # LightningCLI reads sys.argv itself
     command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])

@@ -60,15 +60,20 @@ class ConvBNAct(nn.Sequential):
         # Inference on CPU: batch norm folded into the convolution, ReLU fused into oneDNN's
         # kernel, channels_last: one pass over the activations instead of three (measured ~2x,
         # benchmarks/run.py). Same result as the module sequence up to float rounding. In bf16
-        # (a bf16 input, or CPU autocast to bf16) the folding stays fp32 and its result is cast.
+        # (a bf16 input or model, or CPU autocast to bf16) the folding is done in fp32, then cast.
         dtype = fused_dtype(x)
         conv = self.conv
-        weight, bias = conv.weight, conv.bias
+
+        def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.float()
+
+        weight, bias = fp32(conv.weight), fp32(conv.bias)
         if hasattr(self, "bn"):
             bn = self.bn
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            scale = fp32(bn.weight) * torch.rsqrt(fp32(bn.running_var) + bn.eps)
             weight = weight * scale.reshape(-1, 1, 1, 1)
-            bias = (bias - bn.running_mean if bias is not None else -bn.running_mean) * scale + bn.bias
+            mean = fp32(bn.running_mean)
+            bias = (bias - mean if bias is not None else -mean) * scale + fp32(bn.bias)
         return torch.ops.mkldnn._convolution_pointwise(
             x.to(dtype, memory_format=torch.channels_last),
             weight.to(dtype, memory_format=torch.channels_last),
@@ -95,7 +100,7 @@ def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
         not isinstance(x, torch.fx.Proxy)  # torch.fx tracing (zoo.receptive_field) sees the modules
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
-        and all(p.dtype == torch.float32 for p in module.parameters())
+        and all(p.dtype in (torch.float32, torch.bfloat16) for p in module.parameters())
         and not (
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
         )
