@@ -1,6 +1,7 @@
 """Accuracy against training cost, one point per model: `python benchmarks/compare.py`.
 
-Digit mean IoU from the shipped model cards; training cost per image (ms, 64x84, batch 32) from a
+Digit mean IoU from the shipped model cards (m2nist layout); training cost per image (ms, 64x84,
+batch 32, bf16 rows where the JSON has them, the precision the cards trained in, else fp32) from a
 benchmarks/run.py JSON. Writes docs/compare.png.
 """
 
@@ -24,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/compare.png")
     args = parser.parse_args(argv)
     bench = json.loads(Path(args.bench).read_text())
-    cost = {r["model"]: 1e3 / r["training"]["images_per_s"] for r in bench["rows"]
-            if r["size"] == "64x84" and r["device"] == "cpu"}  # fmt: skip
+    rows = [r for r in bench["rows"] if r["size"] == "64x84" and r["device"] == "cpu" and not r.get("compile")]
+    precision = "bf16" if any(r.get("bf16") for r in rows) else "fp32"
+    cost = {r["model"]: 1e3 / r["training"]["images_per_s"] for r in rows if bool(r.get("bf16")) == (precision == "bf16")}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         placed.append((cost[name], miou))
         ax.annotate(f"{name}\n{params / 1e3:.0f}k", (cost[name], miou), fontsize=7,
                     xytext=(5, -20 if crowded else 3), textcoords="offset points")  # fmt: skip
-    ax.set(xscale="log", xlabel="training cost, ms per 64x84 image (CPU, benchmarks/run.py)",
-           ylabel="test digit mean IoU (model card)", title="M2NIST: accuracy against training cost")  # fmt: skip
+    ax.set(xscale="log", xlabel=f"training cost, ms per 64x84 image (CPU, {precision}, benchmarks/run.py)",
+           ylabel="test digit mean IoU (model card)", title="M2NIST (m2nist layout): accuracy against training cost")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

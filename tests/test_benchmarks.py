@@ -31,12 +31,30 @@ def test_harness_smoke(tmp_path, capsys):
     ]
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    (row,) = data["rows"]
-    assert data["machine"]["matmul_peak_flops"]["cpu"] > 0
-    # MACs by hand: per pixel 9*(1*16 + 16*24 + 24*32 + 32*48) + 48*11, over 64x84 pixels
-    assert row["macs_per_image"] == (9 * (16 + 384 + 768 + 1536) + 528) * 64 * 84
-    assert row["inference"]["images_per_s"] > 0 and row["training"]["images_per_s"] > 0
-    assert "| `vgg4_dilated` | 64x84 x32 | cpu |" in capsys.readouterr().out
+    rows = data["rows"]
+    bf16 = bench.has_bf16()
+    assert [r.get("bf16", False) for r in rows] == ([False, True] if bf16 else [False])
+    peaks = data["machine"]["matmul_peak_flops"]
+    assert peaks["cpu"] > 0 and (peaks["cpu-bf16"] > 0 if bf16 else "cpu-bf16" not in peaks)
+    for row in rows:
+        # MACs by hand: per pixel 9*(1*16 + 16*24 + 24*32 + 32*48) + 48*11, over 64x84 pixels
+        assert row["macs_per_image"] == (9 * (16 + 384 + 768 + 1536) + 528) * 64 * 84
+        assert row["inference"]["images_per_s"] > 0 and row["training"]["images_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "| `vgg4_dilated` | 64x84 x32 | cpu |" in printed
+    assert ("| `vgg4_dilated` | 64x84 x32 | cpu bf16 |" in printed) == bf16
+
+
+def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, monkeypatch):
+    bench = load_harness()
+    monkeypatch.setattr(bench, "has_bf16", lambda: False)
+    out = tmp_path / "bench.json"
+    args = ["--models", "vgg4_strided", "--sizes", "64x84", "--devices", "cpu", "--warmup", "0", "--reps", "1"]
+    assert bench.main([*args, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r.get("bf16", False) for r in data["rows"]] == [False]
+    assert "cpu-bf16" not in data["machine"]["matmul_peak_flops"]
+    assert "no bf16 instructions" in capsys.readouterr().out
 
 
 def test_step_profile_smoke(tmp_path):
