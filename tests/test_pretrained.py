@@ -84,7 +84,9 @@ def test_card_and_checksum(name):
 def test_reproduces_recorded_test_metrics(name):
     card = pretrained_card(name)
     images, labels = card_test_split(card)
-    pred = predict(zoo.create_model(name, pretrained=True), images, batch_size=100)
+    # in the precision the training run tested in (bf16-mixed: autocast, as predict's dtype)
+    bf16 = str(card["training"].get("precision")).startswith("bf16")
+    pred = predict(zoo.create_model(name, pretrained=True), images, batch_size=100, dtype=torch.bfloat16 if bf16 else None)
     digit_miou, pixel_acc = digit_miou_numpy(pred, labels)
     assert digit_miou == pytest.approx(card["metrics"]["digit_miou"], abs=2e-3)
     assert pixel_acc == pytest.approx(card["metrics"]["pixel_acc"], abs=2e-4)
