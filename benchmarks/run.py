@@ -149,8 +149,6 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         model.set_grad_checkpointing()
     if mode.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    if mode.get("bf16") and device == "cpu":
-        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module)
     run = torch.compile(model) if mode.get("compile") else model
     x = torch.rand(batch, model.in_channels, h, w, device=device)
     if mode.get("channels_last"):
@@ -174,6 +172,8 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
     model.eval()
     inference = summarize(timed(infer, device, warmup, reps), batch)
     model.train()
+    if mode.get("bf16") and device == "cpu":
+        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module); inference goes without
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

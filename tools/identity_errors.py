@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import zoo  # noqa: E402
 from zoo.data import BACKGROUND  # noqa: E402
 from zoo.data.generate import DEFAULT_SIZES, SPLITS, compose, generate_splits, glyph_pools  # noqa: E402
+from zoo.data.stats import touching_mask  # noqa: E402
 from zoo.metrics import SegmentationMetrics  # noqa: E402
 
 LAYOUT = "scatter"
@@ -47,12 +48,13 @@ def digit_miou(pred: np.ndarray, labels: np.ndarray) -> float:
 
 
 def touching_digits(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Pixels of one image whose ink group (8-connected non-zero pixels) holds two or more digits."""
-    groups, _ = ndimage.label(image > 0, structure=np.ones((3, 3)))
-    # a group holds several digits where some of its pixels disagree with its minimum label
-    low = ndimage.minimum(labels, groups, index=np.arange(groups.max() + 1))
-    high = ndimage.maximum(labels, groups, index=np.arange(groups.max() + 1))
-    return (low != high)[groups] & (groups > 0)
+    """Pixels of one image whose ink group (8-connected non-zero pixels) holds two or more digits.
+
+    Ink is exactly the digit pixels (M2NIST's invariant), so this is `zoo.data.stats`'s blob test.
+    """
+    if ((image > 0) != (labels != BACKGROUND)).any():
+        raise ValueError("expected ink exactly where the labels are digits (M2NIST's invariant)")
+    return touching_mask(labels[None])[0]
 
 
 def contact_distance(labels: np.ndarray) -> np.ndarray:

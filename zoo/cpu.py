@@ -57,8 +57,9 @@ def avoid_bf16_conv_fault(model: nn.Module) -> list[str]:
 
     Measured with PyTorch 2.13 on an AVX512-BF16 CPU: a dilated (4 or more) 3x3 convolution whose
     input channels are not a multiple of 16 returns non-finite weight gradients in bf16
-    channels_last at batch 16 and above (NCHW is right; tests/test_cpu.py checks every model).
-    Such convolutions get NCHW weights and inputs; the rest of the model stays channels_last.
+    channels_last at batch 16 and above (NCHW is right; tests/test_bf16.py checks every model).
+    Such convolutions, taken with a margin from dilation 2, get NCHW weights and inputs; the rest
+    of the model stays channels_last. For training only: inference takes the fused path.
     Returns the names of the convolutions changed.
     """
     changed = []

@@ -38,11 +38,9 @@ DESCRIPTIONS = {
 }
 
 
-def touching_share(labels: np.ndarray) -> float:
-    """Share of digit pixels whose 8-connected blob of digit pixels holds two or more classes."""
+def touching_mask(labels: np.ndarray) -> np.ndarray:
+    """Per pixel of label maps (N, H, W): a digit pixel whose 8-connected blob holds 2+ classes."""
     digit = labels != BACKGROUND
-    if not digit.any():
-        return 0.0
     # 8-connectivity within each image, none across the batch axis: one labelling for the stack
     structure = np.zeros((3, 3, 3), bool)
     structure[1] = True
@@ -50,8 +48,14 @@ def touching_share(labels: np.ndarray) -> float:
     index = np.arange(1, count + 1)
     low = ndimage.minimum(labels, blobs, index)
     high = ndimage.maximum(labels, blobs, index)
-    mixed = np.concatenate([[False], low != high])
-    return float(mixed[blobs][digit].mean())
+    mixed = np.concatenate([[False], np.asarray(low) != np.asarray(high)])
+    return mixed[blobs]
+
+
+def touching_share(labels: np.ndarray) -> float:
+    """Share of digit pixels whose 8-connected blob of digit pixels holds two or more classes."""
+    digit = labels != BACKGROUND
+    return float(touching_mask(labels)[digit].mean()) if digit.any() else 0.0
 
 
 def classes_per_image(labels: np.ndarray) -> np.ndarray:
