@@ -1,6 +1,7 @@
 """fullres-zoo: semantic segmentation with convolutional networks that never downsample."""
 
 from zoo import hub, layers, models
+from zoo.attribution import explain
 from zoo.checkpoint import export, load
 from zoo.inference import export_onnx, predict
 from zoo.models import ZooModel, classifier_to_segmenter
@@ -19,6 +20,7 @@ __all__ = [
     "load",
     "predict",
     "effective_receptive_field",
+    "explain",
     "is_model",
     "layers",
     "list_models",

@@ -15,13 +15,14 @@ from zoo.preprocess import normalize
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode for the block, then back in the mode it came in (also on errors)."""
-    was_training = model.training
+    """Put `model` in eval mode for the block, then every submodule back in its own mode (also on errors)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:

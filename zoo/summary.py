@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from zoo.data.generate import DEFAULT_SIZES, LAYOUTS, generate_splits
+from zoo.data.generate import DEFAULT_SIZES, LAYOUTS, Placement, generate_splits
 from zoo.hub import available_tags, pretrained_card
 from zoo.inference import predict
 from zoo.metrics import SegmentationMetrics
@@ -30,9 +30,15 @@ def count_parameters(model) -> int:
 
 
 @lru_cache(maxsize=None)
+def test_split_glyphs(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, Placement]:
+    """`test_split` with each pixel's glyph (255 on background) and the glyphs' `Placement`."""
+    sizes = {"test": DEFAULT_SIZES["test"]}
+    return generate_splits(sizes, seed=TEST_SEED, layout=layout, owners=True, placement=True)["test"]
+
+
 def test_split(layout: str) -> tuple[np.ndarray, np.ndarray]:
     """The generated test split of `layout` that the shipped cards were scored on."""
-    return generate_splits({"test": DEFAULT_SIZES["test"]}, seed=TEST_SEED, layout=layout)["test"]
+    return test_split_glyphs(layout)[:2]
 
 
 def digit_miou(model: torch.nn.Module, layout: str) -> float:

@@ -179,3 +179,37 @@ def save_erf_figure(path: str | Path, fields: list[tuple[str, object]], columns:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def save_explanation_figure(
+    path: str | Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    maps: dict[str, np.ndarray],
+    title: str = "",
+    region: np.ndarray | None = None,
+) -> Path:
+    """Image | prediction | one signed attribution map per method (red positive, blue negative).
+
+    Args:
+        maps: {method name: (H, W) attribution}.
+        region: boolean (H, W): the explained pixels, outlined on the prediction.
+    """
+    plt = _pyplot()
+    n = 2 + len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.4), squeeze=False)
+    axes = list(axes[0])
+    _draw_sample(axes[:2], image, [prediction], ["prediction"])
+    if region is not None:
+        axes[1].contour(region.astype(float), levels=[0.5], colors="white", linewidths=0.8)
+    for ax, (name, a) in zip(axes[2:], maps.items()):
+        limit = float(np.abs(a).max()) or 1.0
+        ax.imshow(a, cmap="bwr", vmin=-limit, vmax=limit)
+        ax.set_title(name.replace("_", " "), fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -198,6 +198,7 @@ def compose(
     count_probs: Sequence[float] | None = None,
     owners: bool = False,
     layout: str = DEFAULT_LAYOUT,
+    placement: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """Place glyphs from the pool by `layout`; returns images and label maps (uint8).
 
@@ -208,6 +209,8 @@ def compose(
             the label is the brightest glyph's).
         owners: also return, per pixel, which of the image's glyphs (0, 1, 2 in placing order)
             its label comes from; 255 on background. Returned after `coverage`'s array.
+        placement: also return the `Placement` (each glyph's pool index, top-left corner and
+            whether it was placed), last.
     """
     check_layout(layout, count_probs)
     h, w = canvas
@@ -232,7 +235,8 @@ def compose(
         np.maximum(images[i][win], g, out=images[i][win])
         if coverage:
             inked[i][win] += g > 0
-    return (images, labels) + ((inked,) if coverage else ()) + ((owner,) if owners else ())
+    extras = ((inked,) if coverage else ()) + ((owner,) if owners else ()) + ((place,) if placement else ())
+    return (images, labels) + extras
 
 
 def generate_splits(
@@ -243,6 +247,7 @@ def generate_splits(
     coverage: bool = False,
     owners: bool = False,
     layout: str = DEFAULT_LAYOUT,
+    placement: bool = False,
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """Images and label maps per split, each made only from that split's glyphs.
 
@@ -254,6 +259,7 @@ def generate_splits(
         fractions: glyph pool fractions for train, val, test.
         coverage: add each split's glyph count per pixel (see `compose`).
         owners: add each split's label-owning glyph per pixel (see `compose`).
+        placement: add each split's `Placement` (see `compose`).
     """
     check_layout(layout)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
@@ -269,7 +275,13 @@ def generate_splits(
         if split in sizes:
             rng = np.random.default_rng([seed, k])
             out[split] = compose(
-                *pools[split], int(sizes[split]), rng, coverage=coverage, owners=owners, layout=layout
+                *pools[split],
+                int(sizes[split]),
+                rng,
+                coverage=coverage,
+                owners=owners,
+                layout=layout,
+                placement=placement,
             )
     return out
 

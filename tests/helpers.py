@@ -1,0 +1,19 @@
+"""Shared test helpers (tests/ is on sys.path: `from helpers import ...`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def random_batchnorm(model: nn.Module) -> nn.Module:
+    """Batch-norm statistics and affine parameters away from the identity, so a missing BN shows; eval mode."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            if m.affine:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return model.eval()
