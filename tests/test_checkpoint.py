@@ -12,6 +12,8 @@ import zoo
 from zoo.checkpoint import export, load, save_pretrained
 from zoo.inference import predict
 
+from helpers import random_batchnorm
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"widths": [4, 6, 8, 8]}
 
@@ -28,13 +30,7 @@ def lightning_style_checkpoint(path, model, arch="vgg4_dilated", kwargs=SMALL):
 @pytest.fixture
 def small_model():
     torch.manual_seed(1)
-    model = zoo.create_model("vgg4_dilated", **SMALL)
-    with torch.no_grad():  # non-trivial batch-norm statistics
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2)
-    return model.eval()
+    return random_batchnorm(zoo.create_model("vgg4_dilated", **SMALL))
 
 
 def same_outputs(a, b):
@@ -243,39 +239,51 @@ def test_predict_shapes_dtypes_and_errors(small_model):
             predict(small_model, bad)
 
 
-FULL_RESOLUTION = [n for n in zoo.list_models() if zoo.create_model(n).full_resolution and "wide" not in n]
+def heavy(name: str) -> object:
+    # a *_wide variant is its narrow twin's code with more channels: exported in the slow run
+    return pytest.param(name, marks=pytest.mark.slow) if name.endswith("_wide") else name
 
 
-@pytest.mark.parametrize("name", FULL_RESOLUTION)
+@pytest.mark.parametrize("name", [heavy(n) for n in zoo.list_models()])
 def test_torch_export_with_dynamic_size(name):
-    model = zoo.create_model(name).eval()
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model(name))  # a dropped BN would show
     dynamic = torch.export.Dim.DYNAMIC
     dims = {"x": {0: dynamic, 2: dynamic, 3: dynamic}}
     exported = torch.export.export(model, (torch.rand(2, 1, 64, 84),), dynamic_shapes=dims)
     # a nest of 2x2 shift-and-stitch pools exports for sizes whose halvings have the example's
-    # parities (64: even, even, even; 84: even, even, odd); every other model for any size
-    shapes = [(3, 1, 96, 52), (1, 1, 32, 116)] if "stitch" in name else [(3, 1, 50, 71), (1, 1, 128, 97)]
+    # parities (64: even, even, even; 84: even, even, odd), a U-Net for sizes its padding treats
+    # like the example's (multiples of 4); every other model for any size
+    aligned = "stitch" in name or name.startswith("unet")
+    shapes = [(3, 1, 96, 52), (1, 1, 32, 116)] if aligned else [(3, 1, 50, 71), (1, 1, 128, 97)]
     for shape in shapes:
         x = torch.rand(shape)
         with torch.no_grad():
             torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_matches_pytorch(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+ONNX_EVERY_RUN = {"vgg4_dilated", "vgg4_stitch", "vgg4_maxpool", "unet_small", "resnet18_dilated"}
+
+
+@pytest.mark.parametrize(
+    "name, head",
+    [("vgg4_dilated", "context")]
+    + [(n, "pixel") if n in ONNX_EVERY_RUN else pytest.param(n, "pixel", marks=pytest.mark.slow) for n in zoo.list_models()],
+)
+def test_onnx_matches_pytorch(tmp_path, name, head):
+    # one model of each family and kind of downsampling in every run; the whole registry with -m slow
+    import onnxruntime as ort
+
     from zoo.inference import export_onnx
 
-    for name, head in (("vgg4_dilated", "pixel"), ("vgg4_stitch", "pixel"), ("vgg4_dilated", "context")):
-        model = zoo.create_model(name, widths=[4, 6, 8, 8], head=head)
-        path = export_onnx(model, tmp_path / f"{name}_{head}.onnx")
-        assert model.training, "export_onnx must hand the model back in the mode it came in"
-        model.eval()
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        for shape in (
-            [(1, 1, 64, 84), (3, 1, 96, 52)] if "stitch" in name else [(1, 1, 64, 84), (3, 1, 33, 50)]
-        ):
-            x = torch.rand(shape)
-            (out,) = session.run(None, {"images": x.numpy()})
-            with torch.no_grad():
-                np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model(name, head=head)).train()
+    path = export_onnx(model, tmp_path / f"{name}_{head}.onnx")
+    assert model.training, "export_onnx must hand the model back in the mode it came in"
+    model.eval()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 1, 64, 84), (3, 1, 96, 52)] if "stitch" in name else [(1, 1, 64, 84), (3, 1, 33, 50)]:
+        x = torch.rand(shape)
+        (out,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-4, atol=1e-4)

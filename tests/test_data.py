@@ -303,33 +303,54 @@ def test_augmentation_keeps_labels_on_ink(small):
     assert changed > len(ds) // 2
 
 
-def test_augmentation_is_reproducible(small):
+def disturb_global_rngs(seed: int) -> None:
+    """Reseed (and draw from) every global generator: code that relies on them changes its output."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    random.random(), np.random.random(seed % 7 + 1), torch.rand(seed % 5 + 1)
+
+
+def test_augmentation_comes_from_its_own_seed_not_the_global_rngs(small):
     from zoo.data import train_transform
 
-    ds = M2NISTDataset(*small["train"], transform=train_transform())
-    torch.manual_seed(11)
-    a = [ds[i] for i in range(8)]
-    torch.manual_seed(11)
-    b = [ds[i] for i in range(8)]
+    def views(seed, disturb):
+        ds = M2NISTDataset(*small["train"], transform=train_transform(), seed=seed)
+        out = []
+        for i in range(8):
+            disturb_global_rngs(disturb + i)
+            out.append(ds[i, 3])
+        return out
+
+    a, b, other = views(5, disturb=0), views(5, disturb=100), views(6, disturb=0)
     assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(a, other))  # the seed does matter
 
 
-def test_datamodule_workers_reproducible(tmp_path):
+def test_datamodule_order_and_augmentation_ignore_the_global_rngs(tmp_path):
     from zoo.data import M2NISTDataModule
 
-    def batches():
-        torch.manual_seed(0)
+    def batches(disturb, seed=0):
+        disturb_global_rngs(disturb)
         dm = M2NISTDataModule(
-            data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8
+            data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8, seed=seed
         )
         dm.setup()
-        return [b for b in dm.train_dataloader()]
+        loader = dm.train_dataloader()
+        out = []
+        for batch in loader:
+            out.append(batch)
+            disturb_global_rngs(disturb + len(out))  # between batches too
+        return out
 
-    a, b = batches(), batches()
+    a, b, other = batches(0), batches(77), batches(0, seed=1)
     assert len(a) == 4
     for (xa, ya), (xb, yb) in zip(a, b):
         assert xa.shape == (8, 1, 64, 84) and ya.dtype == torch.int64
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(a[0][0], other[0][0])
 
 
 def _glyphs_found(image: np.ndarray, library: set[bytes]) -> list[tuple[int, int, bytes]]:

@@ -64,20 +64,28 @@ def test_box_mean_rejects_wrong_rank():
         BoxMean(3)(torch.zeros(3, 4, 5))
 
 
-def test_context_head_sees_the_window_mean():
-    # with the mix reading only the pooled half, a pixel's score depends on its window's mean alone
+def test_context_head_is_the_window_mean_by_hand():
+    # mix reads only the pooled half (identity), BN at fresh statistics divides by sqrt(1 + eps),
+    # the classifier copies channel c to class c: class c at (y, x) is relu(mean of channel c over
+    # the 5x5 window clipped to the image) / sqrt(1 + eps), summed by hand below
+    torch.manual_seed(0)
     head = ContextHead(2, 3, windows=(5,)).eval()
     with torch.no_grad():
         head.mix.conv.weight.zero_()
         head.mix.conv.weight[:2, 2:, 0, 0] = torch.eye(2)
         head.mix.conv.bias.zero_()
-    x = torch.rand(1, 2, 9, 9)
-    moved = x.clone()
-    moved[:, :, 4, 4], moved[:, :, 4, 5] = x[:, :, 4, 5], x[:, :, 4, 4]  # swap inside every window at (4, 4)
-    torch.testing.assert_close(head(moved)[:, :, 4, 4], head(x)[:, :, 4, 4])
-    far = x.clone()
-    far[:, :, 0, 0] += 10  # outside the 5x5 window at (4, 4)
-    torch.testing.assert_close(head(far)[:, :, 4, 4], head(x)[:, :, 4, 4])
+        head.conv.weight.zero_()
+        head.conv.weight[0, 0, 0, 0] = head.conv.weight[1, 1, 0, 0] = 1
+        head.conv.bias.zero_()
+    x = torch.rand(1, 2, 7, 9) - 0.3
+    got = head(x)
+    scale = (1 + head.mix.bn.eps) ** -0.5
+    for c in range(2):
+        for y, xx in [(3, 4), (0, 0), (6, 8), (2, 7)]:
+            window = [float(x[0, c, i, j]) for i in range(7) for j in range(9) if abs(i - y) <= 2 and abs(j - xx) <= 2]
+            expected = max(sum(window) / len(window), 0.0) * scale
+            assert got[0, c, y, xx].item() == pytest.approx(expected, abs=1e-6), (c, y, xx)
+    assert torch.equal(got[0, 2], torch.zeros(7, 9))
 
 
 def test_context_head_needs_a_window():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pl = pytest.importorskip("pytorch_lightning")
+import pytorch_lightning as pl
 
-from zoo.cli import main  # noqa: E402
-from zoo.module import SegmentationModule  # noqa: E402
+from zoo.cli import main
+from zoo.module import SegmentationModule
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = [4, 4, 4, 4]
@@ -42,7 +42,7 @@ def test_fit_writes_results_json_and_png_with_pruning(tmp_path):
     assert main(["fit", *tiny_args(tmp_path, "--pruning.amount", "0.5", "--pruning.start_epoch", "0")]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["arch"] == "vgg4_dilated" and results["epochs"] == 2
-    assert results["pruning"] == {"amount": 0.5, "start_epoch": 0}
+    assert results["pruning"] == {"amount": 0.5, "start_epoch": 0, "per_layer": False}
     convs = conv_weight_count(WIDTHS)
     # weights + biases of 4 convs, BN weight and bias, head bias
     total = convs + sum(WIDTHS) + 2 * sum(WIDTHS) + 11

@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-pl = pytest.importorskip("pytorch_lightning")
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-import zoo  # noqa: E402
-from zoo.data import M2NISTDataModule  # noqa: E402
-from zoo.losses import median_frequency_weights  # noqa: E402
-from zoo.metrics import SegmentationMetrics, scores_from_confusion  # noqa: E402
-from zoo.module import SegmentationModule  # noqa: E402
+import zoo
+from zoo.data import M2NISTDataModule
+from zoo.losses import median_frequency_weights
+from zoo.metrics import SegmentationMetrics, scores_from_confusion
+from zoo.module import SegmentationModule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +178,6 @@ def test_freeze_features_trains_only_the_head(tmp_path):
 
 
 def test_resuming_a_cosine_run_with_another_length_is_an_error(tmp_path):
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     def trainer(epochs, **kw):
         return pl.Trainer(
@@ -195,15 +195,57 @@ def test_resuming_a_cosine_run_with_another_length_is_an_error(tmp_path):
         trainer(3).fit(module(), datamodule=tiny_data(), ckpt_path=first)
 
 
-def test_non_finite_loss_stops_with_a_clear_message(tmp_path):
+class NonFiniteAt(SegmentationModule):
+    """The loss turns NaN at one step (NaN class weights) while the forward pass stays clean."""
+
+    bad_step = 5
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.bad_step:
+            self.before = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+            self.class_weight = torch.full((11,), float("nan"))
+        return super().training_step(batch, batch_idx)
+
+
+def test_non_finite_loss_stops_and_keeps_the_weights_before_the_bad_step(tmp_path):
+    import json
+
     from zoo.module import NonFiniteLossError
+
+    pl.seed_everything(0)
+    module = NonFiniteAt("vgg4_dilated", {"widths": [4, 4, 4, 4]}, schedule="none")
+    last = ModelCheckpoint(dirpath=tmp_path, filename="best", save_last=True)
+    trainer = pl.Trainer(
+        max_epochs=5, default_root_dir=tmp_path, logger=False, enable_progress_bar=False, callbacks=[last]
+    )
+    # 16 images, batch 8: two steps an epoch, so step 5 is the second step of epoch 2
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 2, step 5"):
+        trainer.fit(module, datamodule=tiny_data())
+    stopped = json.loads((tmp_path / "stopped.json").read_text())
+    assert (stopped["epoch"], stopped["step"]) == (2, 5)
+    kept = dict(zoo.load(stopped["weights"]).named_parameters())
+    assert kept.keys() == module.before.keys()
+    for k, v in module.before.items():  # the weights; BN statistics have also seen the last batch
+        assert torch.equal(kept[k], v), k
+    # the epoch checkpoint stays too: end of epoch 1, one step before the kept weights
+    assert Path(stopped["last"]) == tmp_path / "last.ckpt"
+    epoch_end = dict(zoo.load(tmp_path / "last.ckpt").named_parameters())
+    assert not all(torch.equal(epoch_end[k], v) for k, v in kept.items())
+
+
+def test_diverged_weights_are_not_kept(tmp_path):
+    import json
+
+    from zoo.module import NONFINITE_CHECKPOINT, NonFiniteLossError
 
     module = SegmentationModule(
         "vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr=1e30, schedule="none", optimizer="sgd"
     )
     trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
-    with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)"):
+    with pytest.raises(NonFiniteLossError, match="the weights are no longer finite"):
         trainer.fit(module, datamodule=tiny_data())
+    assert not (tmp_path / NONFINITE_CHECKPOINT).exists()
+    assert json.loads((tmp_path / "stopped.json").read_text())["weights"] is None
 
 
 def test_bad_module_arguments():
@@ -278,3 +320,56 @@ def test_cli_unknown_model_is_one_line_error(capsys):
     assert main(["fit", "--model.arch", "vgg4_dilatd"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: unknown model 'vgg4_dilatd'") and "vgg4_dilated" in err[-1]
+
+
+class ConvWeights(pl.Callback):
+    """Copies every convolution weight when an epoch starts (placed before or after the pruning)."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        convs = [m for m in pl_module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        self.seen[trainer.current_epoch] = [m.weight.detach().clone() for m in convs]
+
+
+def smallest(weights: list[torch.Tensor], amount: float, per_layer: bool) -> list[torch.Tensor]:
+    """The pruning mask by hand: True for the round(amount * n) smallest magnitudes, sorted."""
+    groups = [[w] for w in weights] if per_layer else [weights]
+    masks = []
+    for group in groups:
+        flat = torch.cat([w.flatten().abs() for w in group])
+        order = sorted(range(len(flat)), key=lambda i: float(flat[i]))
+        chosen = torch.zeros(len(flat), dtype=torch.bool)
+        chosen[order[: round(amount * len(flat))]] = True
+        for w, part in zip(group, chosen.split([w.numel() for w in group])):
+            masks.append(part.reshape(w.shape))
+    return masks
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_pruning_waits_for_its_epoch_then_zeroes_the_smallest_weights(tmp_path, per_layer):
+    from zoo.callbacks import MagnitudePruning
+
+    pl.seed_everything(0)
+    before, after = ConvWeights(), ConvWeights()
+    pruning = MagnitudePruning(amount=0.4, start_epoch=2, per_layer=per_layer)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[before, pruning, after],
+    )
+    module = SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]})
+    trainer.fit(module, datamodule=tiny_data())
+    for epoch in (0, 1):  # nothing pruned before the start epoch
+        assert all(torch.equal(a, b) and (a != 0).all() for a, b in zip(before.seen[epoch], after.seen[epoch]))
+    expected = smallest(before.seen[2], 0.4, per_layer)
+    for w, mask in zip(after.seen[2], expected):
+        assert torch.equal(w == 0, mask)
+    # training went on with the mask: the pruned weights are still zero at the end
+    convs = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv, mask in zip(convs, expected):
+        assert (conv.weight[mask] == 0).all() and (conv.weight[~mask] != 0).all()

@@ -12,10 +12,10 @@ log = logging.getLogger(__name__)
 
 
 class MagnitudePruning(ModelPruning):
-    """Global L1 magnitude pruning of every convolution weight to a target sparsity.
+    """L1 magnitude pruning of every convolution weight to a target sparsity.
 
     When epoch `start_epoch` begins, the smallest `amount` fraction of all convolution weights
-    (ranked together across layers) is zeroed and masked; training goes on with the mask, so
+    (ranked together across layers, or with `per_layer` within each layer) is zeroed and masked; training goes on with the mask, so
     pruned weights stay zero, and that epoch's validation and checkpoints already see the pruned
     model. Checkpoints hold plain, already-zeroed weights; after a resume the mask is rebuilt when
     the next epoch begins. `amount=0` turns pruning off.
@@ -23,18 +23,19 @@ class MagnitudePruning(ModelPruning):
     Args:
         amount: target fraction of convolution weights set to zero, in [0, 1).
         start_epoch: the first epoch trained with the mask.
+        per_layer: prune `amount` of each convolution's weights instead of `amount` of all of them.
     """
 
-    def __init__(self, amount: float = 0.0, start_epoch: int = 0) -> None:
+    def __init__(self, amount: float = 0.0, start_epoch: int = 0, per_layer: bool = False) -> None:
         if not 0 <= amount < 1:
             raise ValueError(f"pruning amount must be in [0, 1), found {amount}")
         if start_epoch < 0:
             raise ValueError(f"pruning start_epoch must be >= 0, found {start_epoch}")
-        self.target, self.start_epoch = float(amount), int(start_epoch)
+        self.target, self.start_epoch, self.per_layer = float(amount), int(start_epoch), bool(per_layer)
         super().__init__(
             "l1_unstructured",
             parameter_names=["weight"],
-            use_global_unstructured=True,
+            use_global_unstructured=not self.per_layer,
             amount=self.target,
             use_lottery_ticket_hypothesis=False,
             make_pruning_permanent=True,

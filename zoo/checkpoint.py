@@ -26,6 +26,8 @@ PREPROCESSING = {
 
 
 def _read_pickled(path: Path) -> object:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -122,7 +122,11 @@ class ZooCLI(LightningCLI):
             "model_kwargs": self.model.hparams.model_kwargs or {},
             "parameters": sum(p.numel() for p in params),
             "nonzero_parameters": int(sum((p != 0).sum().item() for p in params)),
-            "pruning": {"amount": pruning.target, "start_epoch": pruning.start_epoch} if pruning else None,
+            "pruning": (
+                {"amount": pruning.target, "start_epoch": pruning.start_epoch, "per_layer": pruning.per_layer}
+                if pruning
+                else None
+            ),
             "epochs": self.trainer.current_epoch,
             "precision": str(self.trainer.precision),
             "fit_seconds": round(getattr(self, "fit_seconds", 0.0), 1) or None,

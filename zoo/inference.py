@@ -119,11 +119,15 @@ def export_onnx(
 ) -> Path:
     """Write `model` in eval mode as ONNX with dynamic batch, height and width ("images" -> "logits").
 
+    Heights and widths from 16 to 8192 pixels.
+
     The model is handed back in the mode it came in.
     """
     path = Path(path)
     example = torch.rand(2, getattr(model, "in_channels", 1), *example_size)
-    batch, height, width = (torch.export.Dim(n, min=1, max=8192) for n in ("batch", "height", "width"))
+    # at least 16x16: three 2x2 max pools with ceil_mode need 9 rows to stay non-empty
+    sizes = (("batch", 1), ("height", 16), ("width", 16))
+    batch, height, width = (torch.export.Dim(n, min=least, max=8192) for n, least in sizes)
     with eval_mode(model):
         torch.onnx.export(
             model,

@@ -21,7 +21,12 @@ def median_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.Te
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice over classes present in the batch (truth or prediction)."""
+    """1 - soft Dice averaged over all classes, per class (2 * overlap + eps) / (mass + eps) over the batch.
+
+    The smoothing `eps` makes a class that is neither in the truth nor predicted (no mass) a
+    perfect 1, so it neither rewards nor punishes; a class predicted where it is absent scores
+    eps / (predicted mass + eps), near 0.
+    """
     probs = logits.float().softmax(1)
     onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     dims = (0, 2, 3)

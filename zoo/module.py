@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -17,6 +19,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "none")
 INIT_PARTS = ("all", "features")
 FREEZE = (None, "features")
+NONFINITE_CHECKPOINT = "before_nonfinite.ckpt"  # the weights a non-finite loss stopped at
 
 
 class NonFiniteLossError(RuntimeError):
@@ -165,12 +168,32 @@ class SegmentationModule(pl.LightningModule):
         images, masks = batch
         loss = segmentation_loss(self(images), masks, self.hparams.loss, self.class_weight)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "stopping (the last good checkpoint is kept). Try a lower --model.lr."
-            )
+            raise self._stop(loss.item())
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
+
+    def _stop(self, loss: float) -> NonFiniteLossError:
+        """Record where training broke in `stopped.json`, keep the weights if still finite, and say so."""
+        root = Path(self.trainer.default_root_dir)
+        where = {"epoch": self.current_epoch, "step": self.global_step}
+        state = self.model.state_dict().values()  # BN statistics too: the bad forward updated them
+        finite = all(bool(torch.isfinite(t).all()) for t in state if t.is_floating_point())
+        # the optimizer has not stepped on this loss: the weights are those before the bad step
+        # (batch-norm statistics have seen its batch)
+        kept = root / NONFINITE_CHECKPOINT if finite and self.trainer.world_size == 1 else None
+        if kept is not None:
+            self.trainer.save_checkpoint(kept)
+        callback = self.trainer.checkpoint_callback
+        last = (callback.last_model_path or None) if callback is not None else None
+        record = {"reason": f"training loss is {loss}", **where, "weights": str(kept) if kept else None, "last": last}
+        if self.trainer.is_global_zero:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "stopped.json").write_text(json.dumps(record, indent=2) + "\n")
+        kept_text = f"the weights before it are in {kept}" if kept else "the weights are no longer finite"
+        return NonFiniteLossError(
+            f"training loss is {loss} at epoch {where['epoch']}, step {where['step']}; stopping: {kept_text}, "
+            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower --model.lr."
+        )
 
     def _eval_step(self, batch, metrics: SegmentationMetrics, prefix: str) -> None:
         images, masks = batch
