@@ -81,8 +81,10 @@ def model_rows(pattern: str | None = None, evaluate: bool = True) -> list[dict]:
 
 
 def first_stage_score(card: dict) -> float | None:
-    """Test digit mIoU after a card's first training stage: the shared comparison recipe."""
+    """Test digit mIoU of the shared comparison recipe: a card's first stage, or its own record of it."""
     t = card.get("training", {})
+    if "shared_recipe" in t:  # weights trained by another recipe keep the shared recipe's score
+        return t["shared_recipe"]["test"].get("digit_miou")
     first = (t.get("earlier_stages") or [None])[0]
     test = (first or {}).get("test") if first else card.get("metrics")
     return None if not test else test.get("digit_miou")
