@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, args.methods))
     if args.json:
         record = {
-            "command": "python -m zoo.concentration " + " ".join(argv if argv is not None else []),
+            "command": "python -m zoo.concentration " + " ".join(sys.argv[1:] if argv is None else argv),
             "layout": args.layout,
             "digits": digits,
             "steps": args.steps,
