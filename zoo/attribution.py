@@ -32,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from zoo.inference import as_batch, eval_mode
+from zoo.models.base import eval_mode
+from zoo.preprocess import as_batch
 
 METHODS = ("gradient", "deconvnet", "guided", "integrated_gradients")
 RELU_RULES = ("deconvnet", "guided")  # methods that replace the ReLU's backward pass

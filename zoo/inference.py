@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import math
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -10,65 +12,96 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.preprocess import normalize
+from zoo.models.base import eval_mode
+from zoo.preprocess import as_batch
+from zoo.rf import receptive_field
+
+TTA = (None, "flip")
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode for the block, then every submodule back in its own mode (also on errors)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
+@dataclass(frozen=True)
+class TilePlan:
+    """How `predict` cuts an image into tiles: each tile's core plus `margin` pixels of context.
 
-
-def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
-    """Raw uint8 numpy images or normalised float tensors -> (float (N, C, H, W), single image?).
-
-    Uint8 images go through `zoo.preprocess.normalize`, the zoo's one normalisation.
+    Tile corners sit on multiples of `align` (the model's largest stride, so its downsampled
+    grids line up with the whole image's). `exact`: tiles give the whole image's logits up to
+    float rounding; where they cannot, `reason` says why.
     """
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8:
-            raise ValueError(
-                f"expected uint8 images in 0..255, found a {images.dtype} array; pass already "
-                "normalised floats as a torch tensor instead"
-            )
-        if images.ndim == 3 and images.shape[-1] in (3, 4) and in_channels == 1 and images.shape[0] > 4:
-            raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
-        if images.ndim not in (2, 3):
-            raise ValueError(f"expected images (H, W) or (N, H, W), found shape {images.shape}")
-        single = images.ndim == 2
-        if in_channels != 1:
-            raise ValueError(
-                f"uint8 images are grayscale (H, W) or (N, H, W); a {in_channels}-channel model needs a float tensor"
-            )
-        return normalize(images).reshape(-1, 1, *images.shape[-2:]), single
-    if isinstance(images, torch.Tensor):
-        if not images.is_floating_point():
-            raise ValueError(
-                f"a tensor input must be floats already normalised (x / 255), found {images.dtype}; "
-                "pass raw uint8 images as a numpy array"
-            )
-        # a 3-d tensor is a batch (N, H, W) for a one-channel model, whatever N (also 1), so the
-        # labels' shape never depends on the batch size; for a C-channel model, one image (C, H, W)
-        single = images.dim() == 2 or (images.dim() == 3 and in_channels > 1)
-        given = tuple(images.shape)
-        if images.dim() == 2:
-            images = images[None, None]
-        elif images.dim() == 3:
-            images = images[None] if in_channels > 1 else images[:, None]
-        if images.dim() != 4 or images.shape[1] != in_channels:
-            forms = (
-                "(N, 1, H, W), (N, H, W) or (H, W)"
-                if in_channels == 1
-                else f"(N, {in_channels}, H, W) or ({in_channels}, H, W)"
-            )
-            raise ValueError(f"expected a float tensor {forms}, found {given}")
-        return images, single
-    raise TypeError(f"images must be a numpy array or a torch tensor, found {type(images).__name__}")
+
+    margin: tuple[int, int]
+    align: tuple[int, int]
+    exact: bool
+    reason: str = ""
+
+
+def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = None) -> TilePlan:
+    """The tiling of an `height` x `width` input that reproduces `model`'s whole-image output.
+
+    A pixel's logits depend only on the input within its receptive field (`zoo.receptive_field`),
+    so a margin of the field's radius makes full-resolution models exact. Downsampling models
+    also need aligned tiles and one coarse step more of margin, and a model whose coarse logits
+    are resized to the input's size is exact only for sizes that are multiples of its stride.
+
+    Args:
+        overlap: the margin to use instead of the derived one (smaller: not exact).
+    """
+    try:
+        field = receptive_field(model)
+    except Exception as e:  # an untraceable model: the caller must say how much context it needs
+        raise ValueError(
+            f"cannot trace the receptive field of {type(model).__name__} ({type(e).__name__}: {e}); "
+            "pass overlap= (input pixels of context on each side of a tile)"
+        ) from None
+    if field.global_pool:
+        raise ValueError("a classify-head model sees the whole image: it cannot be tiled")
+    align = tuple(math.lcm(*(layer.jump[i] for layer in field.layers), 1) for i in range(2))
+    out_stride = field.jump  # > 1: coarse logits, resized bilinearly to the input's size
+    # A pooling or upsampling window sits asymmetrically around a pixel of the finer grid (which
+    # coarse cells it reads depends on the pixel's parity): one step of the coarsest grid more
+    # on each side; a final resize of coarse logits reads one coarse step beyond the field.
+    radius = tuple(
+        (field.rf[i] - 1) // 2 + (align[i] if align[i] > 1 else 0) + (out_stride[i] if out_stride[i] > 1 else 0)
+        for i in range(2)
+    )
+    wanted = radius if overlap is None else (int(overlap), int(overlap))
+    if min(wanted) < 0:
+        raise ValueError(f"overlap must be >= 0, found {overlap}")
+    margin = tuple(-(-wanted[i] // align[i]) * align[i] for i in range(2))
+    if overlap is not None and min(overlap - r for r in radius) < 0:
+        return TilePlan(margin, align, False, f"overlap {overlap} is below the receptive-field radius {max(radius)}")
+    size = (height, width)
+    if any(out_stride[i] > 1 and size[i] % out_stride[i] for i in range(2)):
+        return TilePlan(
+            margin,
+            align,
+            False,
+            f"{type(model).__name__} computes logits at 1/{max(out_stride)} of the input and resizes them to the "
+            f"input's size; a tile's resize matches the whole image's only when height and width are "
+            f"multiples of {max(out_stride)}, and {height}x{width} is not, so each tile is resized on its own "
+            f"(labels can differ near tile seams); pad the image to a multiple of {max(out_stride)} for exact tiles",
+        )
+    return TilePlan(margin, align, True)
+
+
+def _tiles(size: int, tile: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
+    """(start, stop) of each core and of its tile with context, along one axis."""
+    for start in range(0, size, tile):
+        stop = min(start + tile, size)
+        yield start, stop, max(0, start - margin), min(size, stop + margin)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, tile: int | None, plan: TilePlan | None) -> torch.Tensor:
+    if tile is None:
+        return model(x).float()
+    h, w = x.shape[-2:]
+    out = None
+    for y0, y1, ty0, ty1 in _tiles(h, plan.align[0] * -(-tile // plan.align[0]), plan.margin[0]):
+        for x0, x1, tx0, tx1 in _tiles(w, plan.align[1] * -(-tile // plan.align[1]), plan.margin[1]):
+            part = model(x[..., ty0:ty1, tx0:tx1]).float()
+            if out is None:
+                out = part.new_empty(x.shape[0], part.shape[1], h, w)
+            out[..., y0:y1, x0:x1] = part[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+    return out
 
 
 def predict(
@@ -77,6 +110,9 @@ def predict(
     batch_size: int = 64,
     return_probs: bool = False,
     dtype: torch.dtype | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: str | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per-pixel labels for images of any size, on the model's device, without gradients.
 
@@ -87,6 +123,13 @@ def predict(
         return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
         dtype: torch.bfloat16 computes under bf16 autocast (weights stay fp32; on a CPU the fused
             convolutions fold batch norm in fp32, then run in bf16); None: the weights' dtype.
+        tile: run the model on tiles of about this many pixels a side (rounded up to the model's
+            alignment), each with `overlap` pixels of context, so memory is bounded by the tile,
+            not the image. The default overlap comes from `tile_plan`: the same labels as the whole
+            image at once (up to float rounding); where that cannot hold, a warning says why.
+        overlap: the context margin to use instead (smaller than the receptive-field radius: tiles
+            see less than the whole image would, and a warning says so).
+        tta: "flip" averages the logits of the image and of its mirror image (horizontal flip).
 
     Returns:
         int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
@@ -94,15 +137,29 @@ def predict(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    if tile is not None and (not isinstance(tile, int) or tile < 1):
+        raise ValueError(f"tile must be a positive int or None, found {tile!r}")
+    if overlap is not None and tile is None:
+        raise ValueError("overlap applies to tiled inference: pass tile= too")
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {TTA}, found {tta!r}")
     x, single = as_batch(images, getattr(model, "in_channels", 1))
     if dtype not in (None, torch.bfloat16):
         raise ValueError(f"dtype must be None (the weights' dtype) or torch.bfloat16, found {dtype}")
+    plan = None
+    if tile is not None:
+        plan = tile_plan(model, x.shape[-2], x.shape[-1], overlap)
+        if not plan.exact:
+            warnings.warn(f"tiled inference is not exact here: {plan.reason}", stacklevel=2)
     param = next(model.parameters())
     autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
     labels, probs = [], []
     with eval_mode(model), torch.inference_mode(), autocast:
         for chunk in x.split(batch_size):
-            logits = model(chunk.to(param.device, param.dtype)).float()
+            chunk = chunk.to(param.device, param.dtype)
+            logits = _logits(model, chunk, tile, plan)
+            if tta == "flip":
+                logits = (logits + _logits(model, chunk.flip(-1), tile, plan).flip(-1)) / 2
             labels.append(logits.argmax(1).cpu())
             if return_probs:
                 probs.append(logits.softmax(1).cpu())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ import torch.utils.checkpoint
 
 from zoo.cpu import keep_freed_memory
 from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
+from zoo.preprocess import as_batch
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -47,6 +49,18 @@ def check_widths(widths: object) -> list[int]:
         raise ValueError(f"widths must be a non-empty sequence of ints, found {widths!r}")
     return positive_ints("widths", widths)
 
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode for the block, then every submodule back in its own mode (also on errors)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 class ZooModel(nn.Module):
     """Backbone `features` followed by a `head`; subclasses build `features`.
@@ -117,8 +131,6 @@ class ZooModel(nn.Module):
         The zoo's one normalisation (`zoo.preprocess.normalize`, x / 255, as `zoo.predict`
         applies it), so applications never re-implement it.
         """
-        from zoo.inference import as_batch
-
         if getattr(images, "dtype", None) != np.uint8:
             raise ValueError(
                 f"expected uint8 numpy images in 0..255, found {getattr(images, 'dtype', type(images))}"

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.inference import as_batch, eval_mode
+from zoo.models.base import eval_mode
+from zoo.preprocess import as_batch
 from zoo.rf.theory import receptive_field
 
 
