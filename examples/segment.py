@@ -2,8 +2,9 @@
 
     python examples/segment.py digits.png mask.png --model vgg4_dilated
 
-Any image size works (the models are fully convolutional). Colour PNGs are converted to
-grayscale; digits should be bright on a dark background, as in M2NIST.
+Any image size works (the models are fully convolutional); `--tile 512` bounds the memory by the
+tile for large scans, with the same labels as the whole image at once (see `zoo.predict`).
+Colour PNGs are converted to grayscale; digits should be bright on a dark background, as in M2NIST.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", help="a checkpoint file instead of shipped weights (.ckpt, .safetensors)"
     )
+    parser.add_argument("--tile", type=int, help="segment in tiles of about this size (exact; bounded memory)")
     args = parser.parse_args(argv)
     try:
         model = (
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             image = np.asarray(Image.open(args.image).convert("L"))
         except OSError as e:
             raise ValueError(f"cannot read {args.image} as an image: {e}") from None
-        labels = predict(model, image)
+        labels = predict(model, image, tile=args.tile)
         Image.fromarray(colorize(labels)).save(args.out)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -107,6 +107,12 @@ def test_example_app_end_to_end(tmp_path, test_split):
     expected = colorize(predict(zoo.create_model("vgg4_dilated", pretrained=True), canvas))
     np.testing.assert_array_equal(mask, expected)
     assert "digits found" in run.stdout
+    tiled = subprocess.run(
+        [sys.executable, "examples/segment.py", str(src), str(tmp_path / "tiled.png"), "--tile", "32"],
+        capture_output=True, text=True, check=False, cwd=ROOT, env=ENV,
+    )  # fmt: skip
+    assert tiled.returncode == 0, tiled.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "tiled.png").convert("RGB")), expected)
     bad = subprocess.run(
         [sys.executable, "examples/segment.py", str(src), str(out), "--model", "vgg4_dilatd"],
         capture_output=True, text=True, check=False, cwd=ROOT, env=ENV,

@@ -1,0 +1,102 @@
+"""Tiled inference: the same labels as the whole image, for every model; what a too-small overlap breaks."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from helpers import random_batchnorm
+
+import zoo
+from zoo.inference import tile_plan
+
+
+def heavy(name: str):
+    return pytest.param(name, marks=pytest.mark.slow) if name.endswith("_wide") else name
+
+
+@pytest.mark.parametrize("name", [heavy(n) for n in zoo.list_models()])
+def test_tiles_reproduce_the_whole_image(name):
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model(name))
+    x = torch.rand(1, 1, 257, 391)  # odd, prime-ish: no tile size divides it
+    plan = tile_plan(model, 257, 391)
+    whole_labels, whole = zoo.predict(model, x, return_probs=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiled_labels, tiled = zoo.predict(model, x, return_probs=True, tile=64)
+    if plan.exact:
+        assert not caught
+        np.testing.assert_allclose(tiled, whole, atol=1e-5)
+        assert (tiled_labels == whole_labels).all()
+    else:  # coarse logits resized to 257x391: says why, and is exact at a multiple of its stride
+        assert "not exact" in str(caught[0].message) and "multiples of" in str(caught[0].message)
+        x = torch.rand(1, 1, 256, 392)
+        whole = zoo.predict(model, x, return_probs=True)[1]
+        np.testing.assert_allclose(zoo.predict(model, x, return_probs=True, tile=64)[1], whole, atol=1e-5)
+
+
+def spike_model() -> nn.Module:
+    # class 0: the sum of the 3x3 taps of a dilation-4 conv (field 9, radius 4); class 1: 0.5
+    conv = nn.Conv2d(1, 2, 3, padding=4, dilation=4)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0] = 1.0
+        conv.bias.copy_(torch.tensor([0.0, 0.5]))
+    return nn.Sequential(conv)
+
+
+def test_too_small_an_overlap_changes_a_known_pixel():
+    image = torch.zeros(1, 1, 16, 16)
+    image[0, 0, 4, 12] = 1.0  # read by the outputs at rows 0, 4, 8 and columns 8, 12
+    model = spike_model()
+    whole = zoo.predict(model, image)
+    assert whole[0, 8, 12] == 0 and whole[0, 9, 12] == 1  # class 0 only where a tap hits the spike
+    assert tile_plan(model, 16, 16).margin == (4, 4)
+    assert (zoo.predict(model, image, tile=8) == whole).all()
+    with pytest.warns(UserWarning, match="overlap 3 is below the receptive-field radius 4"):
+        cut = zoo.predict(model, image, tile=8, overlap=3)
+    # the tiles with core rows 8..15 start at row 5 and no longer see row 4: outputs (8, 8) and
+    # (8, 12) lose the spike; rows 0 and 4 are in the first tiles, which hold row 4
+    assert sorted(zip(*np.nonzero(cut[0] != whole[0]))) == [(8, 8), (8, 12)]
+
+
+def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model("vgg4_dilated"))
+    x = torch.rand(2, 1, 30, 40)
+    with torch.no_grad():
+        mean = (model(x) + model(x.flip(-1)).flip(-1)) / 2
+    labels, probs = zoo.predict(model, x, return_probs=True, tta="flip")
+    np.testing.assert_allclose(probs, mean.softmax(1).numpy(), atol=1e-6)
+    tiled = zoo.predict(model, x, return_probs=True, tta="flip", tile=16)[1]
+    np.testing.assert_allclose(tiled, probs, atol=1e-5)
+
+
+def test_bad_tiling_arguments():
+    model = zoo.create_model("vgg4_dilated")
+    x = torch.rand(1, 1, 20, 20)
+    for kwargs, message in [
+        (dict(tile=0), "tile must be a positive int"),
+        (dict(overlap=4), "pass tile= too"),
+        (dict(tile=8, overlap=-1), "overlap must be >= 0"),
+        (dict(tta="rotate"), "tta must be one of"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            zoo.predict(model, x, **kwargs)
+    with pytest.raises(ValueError, match="sees the whole image"):
+        zoo.predict(zoo.create_model("vgg4_dilated", head="classify", num_classes=3), x, tile=8)
+
+
+class Untraceable(nn.Module):
+    def forward(self, x):
+        return x.repeat(1, 2, 1, 1) if x.sum() > 0 else x.repeat(1, 2, 1, 1)  # data-dependent control flow
+
+
+def test_untraceable_model_needs_an_explicit_overlap():
+    x = torch.rand(1, 1, 20, 20)
+    with pytest.raises(ValueError, match="pass overlap="):
+        zoo.predict(Untraceable(), x, tile=8)
