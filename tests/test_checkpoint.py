@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.checkpoint import export, load, save_pretrained
+from zoo.checkpoint import export, load, save_shipped
 from zoo.inference import predict
 
 from helpers import random_batchnorm
@@ -56,7 +56,7 @@ def test_load_plain_state_dict_needs_arch(tmp_path, small_model):
 
 
 def test_save_pretrained_and_load_pair(tmp_path, small_model):
-    weights, card = save_pretrained(small_model, tmp_path, "vgg4_dilated", SMALL, {"metrics": None})
+    weights, card = save_shipped(small_model, tmp_path, "vgg4_dilated", SMALL, {"metrics": None})
     assert weights.name == "vgg4_dilated.m2nist.safetensors" and card.name == "vgg4_dilated.m2nist.json"
     info = json.loads(card.read_text())
     import hashlib
@@ -68,7 +68,7 @@ def test_save_pretrained_and_load_pair(tmp_path, small_model):
 
 
 def test_checksum_mismatch_and_corruption(tmp_path, small_model):
-    weights, card = save_pretrained(small_model, tmp_path, "vgg4_dilated", SMALL, {})
+    weights, card = save_shipped(small_model, tmp_path, "vgg4_dilated", SMALL, {})
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0xFF  # flip bits inside a tensor
     weights.write_bytes(bytes(data))

@@ -120,7 +120,7 @@ def test_init_from_starts_the_fit_from_given_weights(tmp_path):
 
 
 def test_init_parts_features_takes_only_the_backbone(tmp_path):
-    from zoo.checkpoint import save_pretrained
+    from zoo.checkpoint import save_shipped
 
     kwargs = {"widths": [8, 8, 8, 8]}
     source = zoo.create_model("vgg4_dilated", **kwargs)  # a pixel head; the new model has a context head
@@ -128,7 +128,7 @@ def test_init_parts_features_takes_only_the_backbone(tmp_path):
         for t in source.state_dict().values():
             if t.is_floating_point():
                 t.uniform_(-1, 1)
-    weights, _ = save_pretrained(source, tmp_path, "vgg4_dilated", kwargs, {})
+    weights, _ = save_shipped(source, tmp_path, "vgg4_dilated", kwargs, {})
     seen = _WeightsAtTrainStart()
     module = SegmentationModule(
         "vgg4_dilated", {**kwargs, "head": "context"}, init_from=str(weights), init_parts="features"
@@ -154,7 +154,7 @@ def test_init_parts_features_takes_only_the_backbone(tmp_path):
 
 
 def test_freeze_features_trains_only_the_head(tmp_path):
-    from zoo.checkpoint import save_pretrained
+    from zoo.checkpoint import save_shipped
 
     kwargs = {"widths": [8, 8, 8, 8], "head": "context"}
     source = zoo.create_model("vgg4_dilated", **kwargs)
@@ -162,7 +162,7 @@ def test_freeze_features_trains_only_the_head(tmp_path):
         for t in source.state_dict().values():
             if t.is_floating_point():
                 t.uniform_(0.1, 1)  # unlike any fresh initialisation; positive variances
-    weights, _ = save_pretrained(source, tmp_path, "vgg4_dilated", kwargs, {})
+    weights, _ = save_shipped(source, tmp_path, "vgg4_dilated", kwargs, {})
     module = SegmentationModule("vgg4_dilated", kwargs, init_from=str(weights), freeze="features")
     trainer = pl.Trainer(max_steps=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=tiny_data())

@@ -2,7 +2,8 @@
 
 CI runs it in a fresh virtual environment that installed the built wheel with its real
 dependencies (`.ci/run`). Every declared extra must import: a missing one fails here, it is not
-skipped. Then: list, create, load pretrained weights, predict, export ONNX, explain, and fit one
+skipped. Then: list, create, load pretrained weights, predict, export ONNX, the Hub layout,
+explain, and fit one
 epoch through the training CLI, all from the installed package.
 """
 
@@ -20,6 +21,7 @@ EXTRA_MODULES = {
               "tensorboard", "matplotlib", "PIL"],
     "onnx": ["onnx", "onnxscript", "onnxruntime"],
     "explain": ["captum"],
+    "hub": ["huggingface_hub"],
 }  # fmt: skip
 
 
@@ -57,6 +59,9 @@ def main() -> int:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"images": (image[None, None] / 255.0).astype(np.float32)})
         assert (logits.argmax(1)[0] == labels).mean() > 0.999
+        zoo.save_pretrained(model, Path(tmp) / "hub")
+        again = zoo.from_pretrained(Path(tmp) / "hub")
+        assert (zoo.predict(again, image) == labels).all()
         from zoo.cli import main as train
 
         args = ["fit", "--model.arch", "vgg4_dilated", "--model.model_kwargs", '{"widths": [4, 4, 4, 4]}',

@@ -28,4 +28,15 @@ __all__ = [
     "models",
     "receptive_field",
     "register_model",
+    "from_pretrained",
+    "save_pretrained",
 ]
+
+
+def __getattr__(name: str):
+    # the Hub layout needs huggingface_hub (the `hub` extra): loaded only when asked for
+    if name in ("save_pretrained", "from_pretrained"):
+        from zoo import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

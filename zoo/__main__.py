@@ -60,14 +60,35 @@ def _explain(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _export_hub(args: argparse.Namespace) -> str:
+    """Shipped weights or a train.py checkpoint (with its card) -> the Hub layout in `out_dir`."""
+    import tempfile
+    from pathlib import Path
+
+    if not Path(args.checkpoint).exists() and zoo.hub.has_pretrained(args.checkpoint):
+        model = zoo.create_model(args.checkpoint, pretrained=True)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:  # the shipped form first: it builds the card
+            weights, _ = zoo.export(args.checkpoint, tmp, tag=args.tag, results=args.results)
+            model = zoo.load(weights)
+    return str(zoo.save_pretrained(model, args.out_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo", description="fullres-zoo utilities")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("export", help="a train.py checkpoint -> safetensors + JSON model card")
-    ex.add_argument("checkpoint")
+    ex.add_argument("checkpoint", help="a train.py .ckpt; with --format hub also shipped weights (name or name.tag)")
     ex.add_argument("out_dir")
     ex.add_argument("--tag", default=zoo.hub.DEFAULT_TAG)
     ex.add_argument("--results", help="the run's results.json (default: beside the checkpoint)")
+    ex.add_argument(
+        "--format",
+        choices=("shipped", "hub"),
+        default="shipped",
+        help="shipped: <arch>.<tag>.safetensors + .json as in checkpoints/; hub: config.json + model.safetensors "
+        "+ README.md (zoo.from_pretrained, push_to_hub)",
+    )
     ls = sub.add_parser("models", help="list registered models")
     ls.add_argument("pattern", nargs="?")
     ls.add_argument("--pretrained", action="store_true", help="only those with shipped weights")
@@ -85,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     why.add_argument("--plot", help="write the figure here (PNG)")
     args = parser.parse_args(argv)
     try:
-        if args.command == "export":
+        if args.command == "export" and args.format == "hub":
+            print(f"wrote {_export_hub(args)}")
+        elif args.command == "export":
             weights, card = zoo.export(args.checkpoint, args.out_dir, tag=args.tag, results=args.results)
             print(f"wrote {weights} and {card}")
         elif args.command == "models":

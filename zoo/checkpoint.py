@@ -163,7 +163,7 @@ def load(
     return model.to(map_location).eval()
 
 
-def save_pretrained(
+def save_shipped(
     model: nn.Module, out_dir: str | Path, arch: str, model_kwargs: dict, card: dict, tag: str = DEFAULT_TAG
 ) -> tuple[Path, Path]:
     """Write `{arch}.{tag}.safetensors` and its JSON card (sha256 and parameter count filled in)."""
@@ -229,7 +229,7 @@ def export(
     earlier = _earlier_stages(obj["hyper_parameters"].get("init_from"))
     if earlier:
         card["training"]["earlier_stages"] = earlier
-    return save_pretrained(model, out_dir, model.arch, model.model_kwargs, card, tag)
+    return save_shipped(model, out_dir, model.arch, model.model_kwargs, card, tag)
 
 
 def test_split_name(ckpt: dict) -> str:

@@ -41,11 +41,12 @@ def test_split(layout: str) -> tuple[np.ndarray, np.ndarray]:
     return test_split_glyphs(layout)[:2]
 
 
-def digit_miou(model: torch.nn.Module, layout: str) -> float:
+def digit_miou(model: torch.nn.Module, layout: str, tta: str | None = None) -> float:
     """`model`'s digit mean IoU on `layout`'s generated test split (fp32, whole-split confusion)."""
     images, labels = test_split(layout)
     metrics = SegmentationMetrics()
-    metrics.update(torch.from_numpy(predict(model, images, batch_size=100)), torch.from_numpy(labels).long())
+    predicted = predict(model, images, batch_size=100, tta=tta)
+    metrics.update(torch.from_numpy(predicted), torch.from_numpy(labels).long())
     return float(metrics.compute()["digit_miou"])
 
 
@@ -127,10 +128,22 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tta_table(pattern: str | None = None, layout: str = "m2nist") -> str:
+    """Markdown: each shipped `.m2nist` weight's test digit mIoU without and with flip TTA."""
+    lines = ["| model | plain | flip TTA | change |", "|---|---:|---:|---:|"]
+    for name in list_models(pattern, pretrained=True):
+        model = create_model(name, pretrained=True)
+        plain, flip = digit_miou(model, layout), digit_miou(model, layout, tta="flip")
+        lines.append(f"| `{name}` | {plain:.3f} | {flip:.3f} | {flip - plain:+.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'vgg4_*'")
-    print(markdown(model_rows(parser.parse_args(argv).pattern)))
+    parser.add_argument("--tta", action="store_true", help="instead: scores without and with flip TTA")
+    args = parser.parse_args(argv)
+    print(tta_table(args.pattern) if args.tta else markdown(model_rows(args.pattern)))
 
 
 if __name__ == "__main__":
