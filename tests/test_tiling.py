@@ -100,3 +100,21 @@ def test_untraceable_model_needs_an_explicit_overlap():
     x = torch.rand(1, 1, 20, 20)
     with pytest.raises(ValueError, match="pass overlap="):
         zoo.predict(Untraceable(), x, tile=8)
+
+
+def test_progress_shows_on_request_and_stays_silent_off_a_terminal(capfd):
+    from zoo.data.generate import generate_splits
+    from zoo.rf import effective_receptive_field
+
+    model = zoo.create_model("vgg4_dilated")
+    x = torch.rand(1, 1, 70, 70)
+    zoo.predict(model, x, tile=32)  # stderr is captured here: not a terminal
+    generate_splits({"test": 20})
+    effective_receptive_field(model, samples=1, inits=2)
+    assert capfd.readouterr().err == ""
+    zoo.predict(model, x, tile=32, progress=True)
+    assert "predict" in capfd.readouterr().err
+    generate_splits({"test": 20}, progress=True)
+    assert "composing 20 images" in capfd.readouterr().err
+    effective_receptive_field(model, samples=1, inits=2, progress=True)
+    assert "effective field" in capfd.readouterr().err

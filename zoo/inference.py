@@ -14,6 +14,7 @@ from torch import nn
 
 from zoo.models.base import eval_mode
 from zoo.preprocess import as_batch
+from zoo.progress import progress_bar
 from zoo.rf import receptive_field
 
 TTA = (None, "flip")
@@ -90,14 +91,23 @@ def _tiles(size: int, tile: int, margin: int) -> Iterator[tuple[int, int, int, i
         yield start, stop, max(0, start - margin), min(size, stop + margin)
 
 
-def _logits(model: nn.Module, x: torch.Tensor, tile: int | None, plan: TilePlan | None) -> torch.Tensor:
+def _tile_sizes(tile: int, plan: TilePlan) -> tuple[int, int]:
+    return tuple(a * -(-tile // a) for a in plan.align)  # rounded up to the alignment
+
+
+def _logits(model: nn.Module, x: torch.Tensor, tile: int | None, plan: TilePlan | None, bar=None) -> torch.Tensor:
     if tile is None:
-        return model(x).float()
+        out = model(x).float()
+        if bar is not None:
+            bar.update(1)
+        return out
     h, w = x.shape[-2:]
-    out = None
-    for y0, y1, ty0, ty1 in _tiles(h, plan.align[0] * -(-tile // plan.align[0]), plan.margin[0]):
-        for x0, x1, tx0, tx1 in _tiles(w, plan.align[1] * -(-tile // plan.align[1]), plan.margin[1]):
+    (th, tw), out = _tile_sizes(tile, plan), None
+    for y0, y1, ty0, ty1 in _tiles(h, th, plan.margin[0]):
+        for x0, x1, tx0, tx1 in _tiles(w, tw, plan.margin[1]):
             part = model(x[..., ty0:ty1, tx0:tx1]).float()
+            if bar is not None:
+                bar.update(1)
             if out is None:
                 out = part.new_empty(x.shape[0], part.shape[1], h, w)
             out[..., y0:y1, x0:x1] = part[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
@@ -113,6 +123,7 @@ def predict(
     tile: int | None = None,
     overlap: int | None = None,
     tta: str | None = None,
+    progress: bool | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per-pixel labels for images of any size, on the model's device, without gradients.
 
@@ -129,7 +140,10 @@ def predict(
             image at once (up to float rounding); where that cannot hold, a warning says why.
         overlap: the context margin to use instead (smaller than the receptive-field radius: tiles
             see less than the whole image would, and a warning says so).
-        tta: "flip" averages the logits of the image and of its mirror image (horizontal flip).
+        tta: "flip" averages the logits of the image and of its mirror image (horizontal flip);
+            it hurts on M2NIST (digits are not mirror-symmetric: `python -m zoo.summary --tta`).
+        progress: a progress bar over the forward passes; None: only on a terminal, and only for
+            more than one pass.
 
     Returns:
         int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
@@ -153,13 +167,19 @@ def predict(
             warnings.warn(f"tiled inference is not exact here: {plan.reason}", stacklevel=2)
     param = next(model.parameters())
     autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
+    chunks = x.split(batch_size)
+    steps = len(chunks) * (2 if tta else 1)
+    if tile is not None:
+        th, tw = _tile_sizes(tile, plan)
+        steps *= -(-x.shape[-2] // th) * -(-x.shape[-1] // tw)
+    bar = progress_bar(total=steps, desc="predict", show=progress if progress is not None or steps > 1 else False)
     labels, probs = [], []
-    with eval_mode(model), torch.inference_mode(), autocast:
-        for chunk in x.split(batch_size):
+    with bar, eval_mode(model), torch.inference_mode(), autocast:
+        for chunk in chunks:
             chunk = chunk.to(param.device, param.dtype)
-            logits = _logits(model, chunk, tile, plan)
+            logits = _logits(model, chunk, tile, plan, bar)
             if tta == "flip":
-                logits = (logits + _logits(model, chunk.flip(-1), tile, plan).flip(-1)) / 2
+                logits = (logits + _logits(model, chunk.flip(-1), tile, plan, bar).flip(-1)) / 2
             labels.append(logits.argmax(1).cpu())
             if return_probs:
                 probs.append(logits.softmax(1).cpu())

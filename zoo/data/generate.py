@@ -29,6 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from zoo.data.m2nist import BACKGROUND, HEIGHT, WIDTH, M2NISTFormatError, save_m2nist
+from zoo.progress import progress_bar
 
 GLYPH = 28
 SPLITS = ("train", "val", "test")
@@ -199,6 +200,7 @@ def compose(
     owners: bool = False,
     layout: str = DEFAULT_LAYOUT,
     placement: bool = False,
+    progress: bool | None = False,
 ) -> tuple[np.ndarray, ...]:
     """Place glyphs from the pool by `layout`; returns images and label maps (uint8).
 
@@ -211,6 +213,7 @@ def compose(
             its label comes from; 255 on background. Returned after `coverage`'s array.
         placement: also return the `Placement` (each glyph's pool index, top-left corner and
             whether it was placed), last.
+        progress: a bar over the glyphs placed (None: only on a terminal).
     """
     check_layout(layout, count_probs)
     h, w = canvas
@@ -224,7 +227,8 @@ def compose(
     labels = np.full((num_images, h, w), BACKGROUND, np.uint8)
     inked = np.zeros((num_images, h, w), np.uint8) if coverage else None
     owner = np.full((num_images, h, w), 255, np.uint8) if owners else None
-    for i, j in zip(*np.nonzero(place.used)):
+    placed = np.nonzero(place.used)
+    for i, j in progress_bar(zip(*placed), total=len(placed[0]), desc=f"composing {num_images} images", show=progress):
         g = glyphs[place.picks[i, j]]
         top, left = place.tops[i, j], place.lefts[i, j]
         win = (slice(top, top + GLYPH), slice(left, left + GLYPH))
@@ -248,6 +252,7 @@ def generate_splits(
     owners: bool = False,
     layout: str = DEFAULT_LAYOUT,
     placement: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, tuple[np.ndarray, ...]]:
     """Images and label maps per split, each made only from that split's glyphs.
 
@@ -260,6 +265,7 @@ def generate_splits(
         coverage: add each split's glyph count per pixel (see `compose`).
         owners: add each split's label-owning glyph per pixel (see `compose`).
         placement: add each split's `Placement` (see `compose`).
+        progress: a bar per split while composing; None: only on a terminal.
     """
     check_layout(layout)
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
@@ -282,6 +288,7 @@ def generate_splits(
                 owners=owners,
                 layout=layout,
                 placement=placement,
+                progress=progress,
             )
     return out
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from zoo.models.base import eval_mode
 from zoo.preprocess import as_batch
+from zoo.progress import progress_bar
 from zoo.rf.theory import receptive_field
 
 
@@ -94,6 +95,7 @@ def effective_receptive_field(
     inits: int = 4,
     mass: float = 0.95,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> EffectiveReceptiveField:
     """Mean |gradient| of the central output pixel with respect to the input, and its radius.
 
@@ -108,6 +110,7 @@ def effective_receptive_field(
         target: one class whose logit is differentiated; None sums over all classes.
         mass: the fraction of the gradient the reported radius holds.
         seed: seeds the inputs and the initialisations; the result is deterministic.
+        progress: a bar over the initialisations; None: only on a terminal.
     """
     if weights not in ("random", "trained"):
         raise ValueError(f"weights must be 'random' or 'trained', found {weights!r}")
@@ -137,7 +140,7 @@ def effective_receptive_field(
     total = torch.zeros(size, dtype=torch.float64)
     runs = inits if weights == "random" else 1
     with eval_mode(model):
-        for run in range(runs):
+        for run in progress_bar(range(runs), desc="effective field", show=progress):
             if weights == "random":
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed * 1000 + run)
