@@ -95,23 +95,36 @@ def _tile_sizes(tile: int, plan: TilePlan) -> tuple[int, int]:
     return tuple(a * -(-tile // a) for a in plan.align)  # rounded up to the alignment
 
 
-def _logits(model: nn.Module, x: torch.Tensor, tile: int | None, plan: TilePlan | None, bar=None) -> torch.Tensor:
+def _scores(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
+    """fp32 logits of `x`; with tta="flip", averaged with those of its mirror image."""
+    out = model(x).float()
+    if tta == "flip":
+        out = (out + model(x.flip(-1)).float().flip(-1)) / 2
+    return out
+
+
+def _predict_chunk(model, x, tile, plan, tta, return_probs, bar) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Labels (N, H, W) and optionally probabilities of one batch, whole or tile by tile.
+
+    Tiled, only the labels (and probabilities, if asked) are image-sized: each tile's logits are
+    reduced before the next tile runs, so memory beyond the output is bounded by the tile.
+    """
     if tile is None:
-        out = model(x).float()
-        if bar is not None:
-            bar.update(1)
-        return out
-    h, w = x.shape[-2:]
-    (th, tw), out = _tile_sizes(tile, plan), None
+        logits = _scores(model, x, tta)
+        bar.update(1)
+        return logits.argmax(1), (logits.softmax(1) if return_probs else None)
+    (n, _, h, w), (th, tw) = x.shape, _tile_sizes(tile, plan)
+    labels, probs = torch.empty(n, h, w, dtype=torch.int64, device=x.device), None
     for y0, y1, ty0, ty1 in _tiles(h, th, plan.margin[0]):
         for x0, x1, tx0, tx1 in _tiles(w, tw, plan.margin[1]):
-            part = model(x[..., ty0:ty1, tx0:tx1]).float()
-            if bar is not None:
-                bar.update(1)
-            if out is None:
-                out = part.new_empty(x.shape[0], part.shape[1], h, w)
-            out[..., y0:y1, x0:x1] = part[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
-    return out
+            part = _scores(model, x[..., ty0:ty1, tx0:tx1], tta)[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+            bar.update(1)
+            labels[:, y0:y1, x0:x1] = part.argmax(1)
+            if return_probs:
+                if probs is None:
+                    probs = torch.empty(n, part.shape[1], h, w, device=x.device)
+                probs[..., y0:y1, x0:x1] = part.softmax(1)
+    return labels, probs
 
 
 def predict(
@@ -168,7 +181,7 @@ def predict(
     param = next(model.parameters())
     autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
     chunks = x.split(batch_size)
-    steps = len(chunks) * (2 if tta else 1)
+    steps = len(chunks)
     if tile is not None:
         th, tw = _tile_sizes(tile, plan)
         steps *= -(-x.shape[-2] // th) * -(-x.shape[-1] // tw)
@@ -176,13 +189,12 @@ def predict(
     labels, probs = [], []
     with bar, eval_mode(model), torch.inference_mode(), autocast:
         for chunk in chunks:
-            chunk = chunk.to(param.device, param.dtype)
-            logits = _logits(model, chunk, tile, plan, bar)
-            if tta == "flip":
-                logits = (logits + _logits(model, chunk.flip(-1), tile, plan, bar).flip(-1)) / 2
-            labels.append(logits.argmax(1).cpu())
+            chunk_labels, chunk_probs = _predict_chunk(
+                model, chunk.to(param.device, param.dtype), tile, plan, tta, return_probs, bar
+            )
+            labels.append(chunk_labels.cpu())
             if return_probs:
-                probs.append(logits.softmax(1).cpu())
+                probs.append(chunk_probs.cpu())
     out = torch.cat(labels).numpy().astype(np.int64)
     out = out[0] if single else out
     if not return_probs:
