@@ -296,9 +296,12 @@ def test_config_parses_and_instantiates(config):
     scatter = config.parent.name == "scatter"
     assert cli.datamodule.hparams.layout == ("scatter" if scatter else "m2nist")
     runs, tag = ("checkpoints/runs/scatter", "scatter") if scatter else ("checkpoints/runs", "m2nist")
-    # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone)
+    # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone;
+    # _long: the shared recipe trained longer, with augmentation, into its own run folder)
     stage = re.search(r"_stage(\d)$", config.stem)
-    assert re.sub(r"_stage\d$|_glyphs$", "", config.stem) in (arch, "default", "default_fp32")
+    assert re.sub(r"_stage\d$|_glyphs$|_long$", "", config.stem) in (arch, "default", "default_fp32")
+    if config.stem.endswith("_long"):
+        assert cli.trainer.default_root_dir == f"checkpoints/runs/{config.stem}"
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
         start = cli.model.hparams.init_from
         if config.stem.endswith("_glyphs"):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
-from zoo.checkpoint import save_pretrained  # noqa: E402
+from zoo.checkpoint import save_shipped  # noqa: E402
 from zoo.data.generate import glyph_pools  # noqa: E402
 
 PAD = 6
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fit_seconds": round(seconds, 1),
             },
         }
-        for path in save_pretrained(model, args.out, args.model, model_kwargs, card, tag="glyphs"):
+        for path in save_shipped(model, args.out, args.model, model_kwargs, card, tag="glyphs"):
             print(f"wrote {path}")
     return 0
 
