@@ -100,10 +100,14 @@ PEAK_MATMULS = {  # key in a row's peak lookup: (device, dtype, matrix side)
 }
 
 
-def measure_peaks(devices: list[str], bf16_cpu: bool) -> dict[str, float]:
-    """The matmul peak of every device (and dtype) in `devices`; CPU bf16 only if `bf16_cpu`."""
+def measure_peaks(devices: list[str], bf16_cpu: bool, quick: bool = False) -> dict[str, float]:
+    """The matmul peak of every device (and dtype) in `devices`; CPU bf16 only if `bf16_cpu`.
+
+    Args:
+        quick: a 256 x 256 product, twice: a smoke run's rough figure, not a peak.
+    """
     return {
-        key: matmul_peak(dev, dtype, n=n)
+        key: matmul_peak(dev, dtype, n=256, reps=2) if quick else matmul_peak(dev, dtype, n=n)
         for key, (dev, dtype, n) in PEAK_MATMULS.items()
         if dev in devices and (key != "cpu-bf16" or bf16_cpu)
     }
@@ -141,7 +145,9 @@ def summarize(times: list[float], images: int) -> dict:
     return {"images_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1], "reps": len(rates)}
 
 
-def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps: int) -> dict:
+def bench_model(
+    name: str, size: str, device: str, mode: dict, warmup: int, reps: int, min_seconds: float = 0.25
+) -> dict:
     """One row: inference and training throughput, memory and FLOP use of `name` at `size`."""
     batch, h, w = SIZES[size]
     model = zoo.create_model(name).to(device)
@@ -170,7 +176,7 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         opt.step()
 
     model.eval()
-    inference = summarize(timed(infer, device, warmup, reps), batch)
+    inference = summarize(timed(infer, device, warmup, reps, min_seconds), batch)
     model.train()
     if mode.get("bf16") and device == "cpu":
         avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module); inference goes without
@@ -178,7 +184,7 @@ def bench_model(name: str, size: str, device: str, mode: dict, warmup: int, reps
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    training = summarize(timed(train_step, device, warmup, reps), batch)
+    training = summarize(timed(train_step, device, warmup, reps, min_seconds), batch)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:  # process high-water mark: exact only for the first (largest-growing) configuration run
@@ -243,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--compile", action="store_true", help="also CPU rows with torch.compile")
     parser.add_argument("--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16")
+    parser.add_argument("--quick", action="store_true", help="smoke run: one call per timing and a small matmul peak (no real figures)")
     args = parser.parse_args(argv)
     if args.render:
         saved = json.loads(Path(args.render).read_text())
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     bf16_cpu = "cpu" in devices and not args.no_bf16 and has_bf16()
     if "cpu" in devices and not args.no_bf16 and not bf16_cpu:
         print("this CPU has no bf16 instructions (AVX512-BF16 or AMX): CPU bf16 rows skipped")
-    peaks = measure_peaks(devices, bf16_cpu)
+    peaks = measure_peaks(devices, bf16_cpu, args.quick)
     modes = {"cpu": [{}] + ([{"bf16": True}] if bf16_cpu else [])}
     if args.grad_checkpointing:
         modes["cpu"].append({"grad_checkpointing": True})
@@ -271,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                         zoo.create_model(name).features, torch.nn.Sequential
                     ):
                         continue
-                    row = bench_model(name, size, device, mode, args.warmup, args.reps)
+                    row = bench_model(name, size, device, mode, args.warmup, args.reps, 0.0 if args.quick else 0.25)
                     rows.append(row)
                     print(markdown([row], peaks).splitlines()[-1], flush=True)
     machine = {
@@ -285,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     # once more at the end, keeping the higher: on a shared host one measurement can land in a
     # slow spell, and a low peak would flatter every row
-    peaks.update({key: max(peaks[key], again) for key, again in measure_peaks(devices, bf16_cpu).items()})
+    again = measure_peaks(devices, bf16_cpu, args.quick)
+    peaks.update({key: max(peaks[key], value) for key, value in again.items()})
     print(f"\nmachine: {machine}\n")
     print(markdown(rows, peaks) + "\n")
     write_json(args.json, {"machine": machine, "rows": rows})

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,6 +30,7 @@ def test_harness_smoke(tmp_path, capsys):
         "0",
         "--reps",
         "1",
+        "--quick",
     ]
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -49,7 +52,7 @@ def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, mon
     bench = load_harness()
     monkeypatch.setattr(bench, "has_bf16", lambda: False)
     out = tmp_path / "bench.json"
-    args = ["--models", "vgg4_strided", "--sizes", "64x84", "--devices", "cpu", "--warmup", "0", "--reps", "1"]
+    args = ["--models", "vgg4_strided", "--sizes", "64x84", "--devices", "cpu", "--warmup", "0", "--reps", "1", "--quick"]
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r.get("bf16", False) for r in data["rows"]] == [False]
@@ -57,6 +60,7 @@ def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, mon
     assert "no bf16 instructions" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about 10 s under the profiler
 def test_step_profile_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
     module = importlib.util.module_from_spec(spec)

@@ -332,10 +332,10 @@ def test_augmentation_comes_from_its_own_seed_not_the_global_rngs(small):
 def test_datamodule_order_and_augmentation_ignore_the_global_rngs(tmp_path):
     from zoo.data import M2NISTDataModule
 
-    def batches(disturb, seed=0):
+    def batches(disturb, seed=0, workers=2):
         disturb_global_rngs(disturb)
         dm = M2NISTDataModule(
-            data_dir=None, batch_size=8, num_workers=2, train_size=32, val_size=8, test_size=8, seed=seed
+            data_dir=None, batch_size=8, num_workers=workers, train_size=32, val_size=8, test_size=8, seed=seed
         )
         dm.setup()
         loader = dm.train_dataloader()
@@ -345,7 +345,7 @@ def test_datamodule_order_and_augmentation_ignore_the_global_rngs(tmp_path):
             disturb_global_rngs(disturb + len(out))  # between batches too
         return out
 
-    a, b, other = batches(0), batches(77), batches(0, seed=1)
+    a, b, other = batches(0), batches(77, workers=0), batches(0, seed=1, workers=0)  # workers or not
     assert len(a) == 4
     for (xa, ya), (xb, yb) in zip(a, b):
         assert xa.shape == (8, 1, 64, 84) and ya.dtype == torch.int64

@@ -21,7 +21,7 @@ from helpers import random_batchnorm
 import zoo
 from zoo.attribution import METHODS, concentration, explain
 
-ALL = zoo.list_models()
+ALL = [pytest.param(n, marks=pytest.mark.slow) if n.endswith("_wide") else n for n in zoo.list_models()]
 PRETRAINED = zoo.list_models(pretrained=True)
 
 

@@ -110,6 +110,7 @@ sys.exit(main(sys.argv[1:], trainer_defaults={{"callbacks": [KillMidEpoch()]}}))
 """
 
 
+@pytest.mark.slow  # about 30 s: two real processes, one killed
 def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
     common = ["--data.augment", "true", "--trainer.deterministic", "true", "--model.lr", "0.01"]
     straight = run_train(["fit", *tiny_args(tmp_path / "straight", *common, epochs=3, train=24)])
@@ -144,6 +145,7 @@ def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow  # about 20 s: a two-process DDP run
 def test_ddp_two_processes_metrics_equal_single_process(tmp_path):
     # one fixed checkpoint, tested on 13 images (odd: a padding sampler would count one twice)
     pl.seed_everything(3)
