@@ -46,7 +46,7 @@ MUTATIONS = [
      "tests/test_explain.py::test_one_relu_layer_by_hand[guided]"),
     ("zoo/attribution.py", "if method in RELU_RULES and found:", "if False:",
      "tests/test_explain.py::test_relu_rules_name_the_layer_they_cannot_explain"),
-    ("zoo/inference.py", "            m.training = training", "            m.training = modes[0][1]",
+    ("zoo/models/base.py", "            m.training = training", "            m.training = modes[0][1]",
      "tests/test_explain.py::test_the_model_comes_back_unchanged"),
 ]  # fmt: skip
 
