@@ -100,6 +100,9 @@ def test_untraceable_model_needs_an_explicit_overlap():
     x = torch.rand(1, 1, 20, 20)
     with pytest.raises(ValueError, match="pass overlap="):
         zoo.predict(Untraceable(), x, tile=8)
+    with pytest.warns(UserWarning, match="the overlap of 2 is unchecked"):
+        labels = zoo.predict(Untraceable(), x, tile=8, overlap=2)
+    assert (labels == zoo.predict(Untraceable(), x)).all()  # pointwise: any overlap will do
 
 
 def test_progress_shows_on_request_and_stays_silent_off_a_terminal(capfd):
@@ -118,3 +121,19 @@ def test_progress_shows_on_request_and_stays_silent_off_a_terminal(capfd):
     assert "composing 20 images" in capfd.readouterr().err
     effective_receptive_field(model, samples=1, inits=2, progress=True)
     assert "effective field" in capfd.readouterr().err
+
+
+def test_onnx_model_tiles_like_the_pytorch_model(tmp_path):
+    from zoo.inference import OnnxModel
+
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model("vgg4_dilated", widths=[4, 6, 8, 8]))
+    path = zoo.export_onnx(model, tmp_path / "m.onnx")
+    x = torch.rand(2, 1, 75, 93)
+    whole, probs = zoo.predict(model.eval(), x, return_probs=True)
+    onnx = OnnxModel(path, source=model)
+    labels, onnx_probs = zoo.predict(onnx, x, return_probs=True, tile=32)
+    np.testing.assert_allclose(onnx_probs, probs, atol=1e-5)
+    assert (labels == whole).all()
+    with pytest.raises(ValueError, match="pass overlap="):  # without its source, no field to trace
+        zoo.predict(OnnxModel(path), x, tile=32)

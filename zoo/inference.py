@@ -46,13 +46,21 @@ def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = N
     Args:
         overlap: the margin to use instead of the derived one (smaller: not exact).
     """
-    try:
-        field = receptive_field(model)
-    except Exception as e:  # an untraceable model: the caller must say how much context it needs
-        raise ValueError(
-            f"cannot trace the receptive field of {type(model).__name__} ({type(e).__name__}: {e}); "
-            "pass overlap= (input pixels of context on each side of a tile)"
-        ) from None
+    source = model if getattr(model, "source", None) is None else model.source
+    field, why = None, ""
+    if isinstance(source, OnnxModel):  # a graph run by onnxruntime: nothing to trace
+        why = "an ONNX graph has no traceable receptive field (give OnnxModel its source model)"
+    else:
+        try:
+            field = receptive_field(source)
+        except Exception as e:  # an untraceable model: the caller must say how much context it needs
+            why = f"cannot trace the receptive field of {type(model).__name__} ({type(e).__name__}: {e})"
+    if field is None:
+        if overlap is None:
+            raise ValueError(f"{why}; pass overlap= (input pixels of context on each side of a tile)")
+        if overlap < 0:
+            raise ValueError(f"overlap must be >= 0, found {overlap}")
+        return TilePlan((int(overlap),) * 2, (1, 1), False, f"{why}, so the overlap of {overlap} is unchecked")
     if field.global_pool:
         raise ValueError("a classify-head model sees the whole image: it cannot be tiled")
     align = tuple(math.lcm(*(layer.jump[i] for layer in field.layers), 1) for i in range(2))
@@ -178,7 +186,9 @@ def predict(
         plan = tile_plan(model, x.shape[-2], x.shape[-1], overlap)
         if not plan.exact:
             warnings.warn(f"tiled inference is not exact here: {plan.reason}", stacklevel=2)
-    param = next(model.parameters())
+    param = next(model.parameters(), None)
+    if param is None:  # a module without weights of its own (OnnxModel): CPU, fp32 input
+        param = torch.empty(0)
     autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
     chunks = x.split(batch_size)
     steps = len(chunks)
@@ -201,6 +211,28 @@ def predict(
         return out
     p = torch.cat(probs).numpy()
     return out, (p[0] if single else p)
+
+
+class OnnxModel(nn.Module):
+    """An ONNX file written by `export_onnx`, run by onnxruntime behind the module interface, so
+    `zoo.predict(OnnxModel(path, source=model), images, tile=512)` tiles it exactly as the model.
+
+    Args:
+        source: the PyTorch model it was exported from; `tile_plan` traces its receptive field
+            (without it, tiled inference needs an explicit `overlap=`).
+    """
+
+    def __init__(self, path: str | Path, source: nn.Module | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort  # the onnx extra
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.in_channels = self.session.get_inputs()[0].shape[1]
+        self.source = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {"images": x.detach().float().cpu().numpy()})
+        return torch.from_numpy(logits)
 
 
 def export_onnx(
