@@ -83,8 +83,13 @@ def test_card_and_checksum(name):
 
 @pytest.mark.parametrize(
     "name",
-    # the two deepest ResNets on their scatter cards take 6-8 s each: in the slow run
-    [pytest.param(n, marks=pytest.mark.slow) if n.startswith("resnet18_dilated") and n.endswith(".scatter") else n for n in TAGGED],
+    # the deep ResNets and the large kernels on their scatter cards take 5-8 s each: in the slow run
+    [
+        pytest.param(n, marks=pytest.mark.slow)
+        if n.startswith(("resnet18_dilated", "vgg4_large_kernel")) and n.endswith(".scatter")
+        else n
+        for n in TAGGED
+    ],
 )
 def test_reproduces_recorded_test_metrics(name):
     card = pretrained_card(name)

@@ -23,6 +23,7 @@ def load_tool(name: str):
 BG = 10  # the background label
 
 
+@pytest.mark.slow  # about 9 s: trains a small classifier
 def test_glyph_classifier_writes_a_starting_point_for_segmentation(tmp_path, capsys):
     tool = load_tool("glyph_classifier")
     argv = ["--model", "vgg4_dilated", "--epochs", "1", "--out", str(tmp_path)]
