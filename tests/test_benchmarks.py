@@ -16,6 +16,7 @@ def load_harness():
     return module
 
 
+@pytest.mark.slow  # about 5.5 s with its bf16 rows; the fp32 harness runs every time (next test)
 def test_harness_smoke(tmp_path, capsys):
     bench = load_harness()
     out = tmp_path / "bench.json"
