@@ -1,6 +1,6 @@
 """Accuracy against training cost, one point per model: `python benchmarks/compare.py`.
 
-Digit mean IoU from the shipped model cards (m2nist layout); training cost per image (ms, 64x84,
+Digit mean IoU of the shared recipe, from the shipped model cards (m2nist layout); training cost per image (ms, 64x84,
 batch 32, bf16 rows where the JSON has them, the precision the cards trained in, else fp32) from a
 benchmarks/run.py JSON. Writes docs/compare.png.
 """
@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from zoo.hub import pretrained_card  # noqa: E402
+from zoo.summary import first_stage_score  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             else ("full resolution" if model.full_resolution else "downsampling")
         )
         marker, color = styles[group]
-        miou = pretrained_card(name)["metrics"]["digit_miou"]
+        miou = first_stage_score(pretrained_card(name))  # the shared recipe's, also for longer-trained weights
         ax.scatter(cost[name], miou, marker=marker, color=color, s=60, label=None if group in seen else group)
         seen.add(group)
         params = sum(p.numel() for p in model.parameters())
