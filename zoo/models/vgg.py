@@ -12,7 +12,8 @@ Layer table of the 4-layer VGGs (every conv: "same" padding, bias, BatchNorm, Re
 digit sees the whole digit: widths 16-24-32-32-48-48-48, 3x3 convs with dilations
 1, 1, 2, 4, 8, 16, 1 (receptive field 67, no holes: each dilation is at most the field before it).
 `vgg7_dilated_context` gives it a `ContextHead` (a digit-sized stride-1 average of the features
-beside each pixel's own; receptive field 95).
+beside each pixel's own; receptive field 95). `vgg4_dilated_context` gives the same head to
+`vgg4_dilated`: receptive field 59, under 30k parameters.
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ def vgg7_dilated(**kwargs) -> VGG:
 def vgg7_dilated_context(**kwargs) -> VGG:
     """`vgg7_dilated` with a `ContextHead`: each pixel also sees its features averaged over a 29x29 window."""
     return VGG(**{"widths": VGG7_WIDTHS, "dilations": VGG7_DILATIONS, "head": "context", **kwargs})
+
+
+@register_model
+def vgg4_dilated_context(**kwargs) -> VGG:
+    """`vgg4_dilated` with a `ContextHead` (29x29 window means): receptive field 59 in 29,987 parameters."""
+    return VGG(**{"dilations": (1, 2, 4, 8), "head": "context", **kwargs})
 
 
 @register_model
