@@ -6,19 +6,19 @@
 go to `zoo.create_model`.
 """
 
-import zoo.registry as _registry
+import zoo.builder as _builder
 
 dependencies = ["torch", "numpy", "safetensors"]
 
 
 def _entry_point(name: str):
     def build(pretrained: bool = False, **kwargs):
-        return _registry.create_model(name, pretrained=pretrained, **kwargs)
+        return _builder.create_model(name, pretrained=pretrained, **kwargs)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"`zoo.create_model({name!r}, pretrained=pretrained, **kwargs)`."
     return build
 
 
-for _name in _registry.list_models():
+for _name in _builder.list_models():
     globals()[_name] = _entry_point(_name)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zoo  # noqa: E402
 from zoo.hub import pretrained_card  # noqa: E402
+
+import zoo  # noqa: E402
 from zoo.summary import first_stage_score  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         miou = first_stage_score(pretrained_card(name))  # the shared recipe's, also for longer-trained weights
         ax.scatter(cost[name], miou, marker=marker, color=color, s=60, label=None if group in seen else group)
         seen.add(group)
-        params = sum(p.numel() for p in model.parameters())
+        params = zoo.count_parameters(model)
         # a label next to an already labelled point goes below its own point instead of over the other
         crowded = any(abs(math.log10(cost[name] / c)) < 0.3 and abs(miou - m) < 0.02 for c, m in placed)
         placed.append((cost[name], miou))

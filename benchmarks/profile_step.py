@@ -28,6 +28,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py b
 from run import macs_per_image, matmul_peak, timed, write_json  # noqa: E402
 
 import zoo  # noqa: E402
+from zoo.cpu import keep_freed_memory  # noqa: E402
 
 GROUPS = {
     "convolution": ("convolution",),
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", default="benchmarks/profile_step.json")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as train.py does: the speed section of the README says why
     batch, h, w, reps = args.batch, 64, 84, args.reps
 
     model = zoo.create_model(args.model).train()

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import zoo  # noqa: E402
-from zoo.cpu import avoid_bf16_conv_fault, has_bf16  # noqa: E402
+from zoo.cpu import avoid_bf16_conv_fault, has_bf16, keep_freed_memory  # noqa: E402
 
 SIZES = {
     "64x84": (32, 64, 84),
@@ -197,7 +197,7 @@ def bench_model(
         "batch": batch,
         "device": device,
         **{k: v for k, v in mode.items() if v},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": zoo.count_parameters(model),
         "macs_per_image": macs,
         "inference": inference,
         "training": training,
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16")
     parser.add_argument("--quick", action="store_true", help="smoke run: one call per timing and a small matmul peak (no real figures)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as train.py does: the speed section of the README says why
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run import timed, write_json  # noqa: E402  (benchmarks/run.py, beside this script)
 
 import zoo  # noqa: E402
+from zoo.cpu import keep_freed_memory  # noqa: E402
 from zoo.layers import ConvBNAct  # noqa: E402
 
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/shift_stitch.json")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as train.py does: the speed section of the README says why
     torch.manual_seed(0)
     stitch = zoo.create_model("vgg4_stitch").train()
     rows = []

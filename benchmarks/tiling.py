@@ -34,7 +34,9 @@ def measure(name: str, size: int, tile: int | None, reps: int) -> dict:
     import torch
 
     import zoo
+    from zoo.cpu import keep_freed_memory
 
+    keep_freed_memory()  # as train.py does: the speed section of the README says why
     torch.manual_seed(0)
     model = zoo.create_model(name, pretrained=True)
     x = torch.rand(1, 1, size, size)

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_batchnorm
 
 import zoo
 from zoo.checkpoint import export, load, save_shipped
 from zoo.inference import predict
-
-from helpers import random_batchnorm
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"widths": [4, 6, 8, 8]}

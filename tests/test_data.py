@@ -365,8 +365,8 @@ def _glyphs_found(image: np.ndarray, library: set[bytes]) -> list[tuple[int, int
 
 
 def test_recomposed_images_are_new_every_epoch_and_use_only_the_pool(glyphs):
-    from zoo.data.generate import glyph_pools
-    from zoo.data.module import RecomposedM2NIST
+    from zoo.data.datasets import RecomposedM2NIST
+    from zoo.data.glyphs import glyph_pools
 
     pools = glyph_pools(seed=2, digits=glyphs)
     pool_glyphs, pool_digits = pools["train"][0][:40], pools["train"][1][:40]
@@ -396,7 +396,7 @@ def test_recomposed_images_are_new_every_epoch_and_use_only_the_pool(glyphs):
 
 def test_datamodule_recompose(tmp_path, small):
     from zoo.data import M2NISTDataModule
-    from zoo.data.module import RecomposedM2NIST
+    from zoo.data.datasets import RecomposedM2NIST
 
     kwargs = dict(data_dir=None, batch_size=4, train_size=16, val_size=8, test_size=8, seed=1)
     fixed = M2NISTDataModule(**kwargs)

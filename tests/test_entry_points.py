@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ from safetensors.numpy import load_file
 
 import zoo
 from zoo.__main__ import main as zoo_main
-from zoo.data.generate import GLYPH, glyph_pools
-from zoo.data.module import RecomposedM2NIST
+from zoo.data.datasets import RecomposedM2NIST
+from zoo.data.glyphs import GLYPH, glyph_pools
 from zoo.losses import dice_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +124,11 @@ def one_step(tmp_path, **switches) -> torch.nn.Module:
     # SGD, not AdamW: a conv bias before BN has a zero gradient up to rounding, which Adam's
     # normalisation would blow up to a full step of either sign
     module = SegmentationModule(
-        "vgg4_dilated", {"widths": [4, 4, 4, 4]}, optimizer="sgd", schedule="none", **switches
+        "vgg4_dilated",
+        {"widths": [4, 4, 4, 4]},
+        optimizer=lambda params: torch.optim.SGD(params, lr=3e-3, momentum=0.9),
+        lr_scheduler=None,
+        **switches,
     )
     data = M2NISTDataModule(data_dir=None, batch_size=8, train_size=8, val_size=8, test_size=8)
     trainer = pl.Trainer(fast_dev_run=1, default_root_dir=tmp_path, enable_progress_bar=False, precision="32-true")

@@ -11,10 +11,18 @@ import math
 import numpy as np
 import pytest
 
-from zoo.data import BACKGROUND, M2NISTDataModule, compose, generate_splits, load_splits, save_m2nist, write_generated
+from zoo.data import (
+    BACKGROUND,
+    M2NISTDataModule,
+    compose,
+    generate_splits,
+    load_splits,
+    save_m2nist,
+    write_generated,
+)
 from zoo.data.__main__ import main as data_cli
-from zoo.data.generate import LAYOUTS
-from zoo.data.module import RecomposedM2NIST
+from zoo.data.datasets import RecomposedM2NIST
+from zoo.data.layouts import LAYOUTS
 from zoo.data.stats import layout_stats
 
 N = 4000

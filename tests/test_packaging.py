@@ -44,7 +44,7 @@ assert zoo.__file__.startswith({str(venv)!r}), zoo.__file__
 names = zoo.list_models(pretrained=True)
 assert "vgg4_dilated" in names, names
 m = zoo.create_model("vgg4_dilated", pretrained=True)
-assert "site-packages" in str(zoo.hub.weights_dir()), zoo.hub.weights_dir()
+assert "site-packages" in str(zoo.shipped.weights_dir()), zoo.shipped.weights_dir()
 print(tuple(m(torch.rand(2, 1, 64, 84)).shape), len(names))
 """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

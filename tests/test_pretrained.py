@@ -17,8 +17,8 @@ from PIL import Image
 import zoo
 from zoo.cpu import has_bf16
 from zoo.data import generate_splits
-from zoo.hub import available_tags, pretrained_card, weight_paths
 from zoo.inference import predict
+from zoo.shipped import available_tags, pretrained_card, weight_paths
 from zoo.viz import colorize
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -106,7 +106,7 @@ def test_untraceable_model_needs_an_explicit_overlap():
 
 
 def test_progress_shows_on_request_and_stays_silent_off_a_terminal(capfd):
-    from zoo.data.generate import generate_splits
+    from zoo.data.splits import generate_splits
     from zoo.rf import effective_receptive_field
 
     model = zoo.create_model("vgg4_dilated")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.checkpoint import _earlier_stages, load_state_checked
+from zoo.checkpoint import _earlier_stages
+from zoo.shipped import load_state_checked
 
 ROOT = Path(__file__).resolve().parent.parent
 

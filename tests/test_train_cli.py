@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
 import pytorch_lightning as pl
+import torch
 
 from zoo.cli import main
 from zoo.module import SegmentationModule
@@ -73,7 +72,7 @@ def test_fast_dev_run_tests_the_model_and_writes_nothing(tmp_path):
         (["--data.data_dir", "no/such/dir"], "error: data directory no/such/dir does not exist"),
         (["--data.train_size", "0"], "error: the train split needs at least one image, found 0"),
         (["--pruning.amount", "1.5"], "error: pruning amount must be in [0, 1), found 1.5"),
-        (["--model.lr", "-1"], "error: lr must be > 0 and weight_decay >= 0, found lr=-1.0"),
+        (["--model.optimizer.lr", "-1"], "error: Invalid learning rate: -1.0"),
     ],
 )
 def test_bad_arguments_end_in_one_line(tmp_path, capsys, extra, message):
@@ -185,9 +184,64 @@ def test_train_export_load_predict_round_trip(tmp_path):
         == json.loads((tmp_path / "run" / "results.json").read_text())["test"]["digit_miou"]
     )
     assert info["training"]["command"].startswith("python train.py fit")
+    # a longer recipe's card keeps the shared recipe's run for the model table
+    results = tmp_path / "run" / "results.json"
+    _, card = zoo.export(tmp_path / "run" / "best.ckpt", tmp_path / "long", shared_recipe=results)
+    shared = json.loads(card.read_text())["training"]["shared_recipe"]
+    assert shared["test"] == json.loads(results.read_text())["test"] and shared["epochs"] == 1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"arch": "unet"}))
+    with pytest.raises(ValueError, match="is a run of unet, not of vgg4_dilated"):
+        zoo.export(tmp_path / "run" / "best.ckpt", tmp_path / "long", shared_recipe=other)
     module = SegmentationModule.load_from_checkpoint(tmp_path / "run" / "best.ckpt", weights_only=True).eval()
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 84), dtype=np.uint8)
     with torch.no_grad():
         expected = module(torch.from_numpy(images).float()[:, None] / 255).argmax(1).numpy()
     for model in (zoo.load(weights), zoo.load(tmp_path / "run" / "best.ckpt")):
         np.testing.assert_array_equal(zoo.predict(model, images), expected)
+
+
+LEGACY = ROOT / "tests" / "data" / "legacy_vgg4_dilated_tiny.ckpt"
+# written by zoo 0.1's train.py, before optimizers were injected (hyperparameters optimizer="adamw",
+# lr=0.003, weight_decay=1e-4, schedule="onecycle"):
+#   python train.py fit --model.arch vgg4_dilated --model.model_kwargs '{widths: [4, 4, 4, 4]}'
+#     --trainer.max_epochs 2 --data.train_size 8 --data.val_size 4 --data.test_size 4
+#     --data.batch_size 4 --data.recompose true
+
+
+def test_a_checkpoint_of_the_string_option_era_still_loads(tmp_path):
+    import zoo
+
+    raw = torch.load(LEGACY, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["optimizer"] == "adamw"  # the fixture is what it says
+    weights = {k.removeprefix("model."): v for k, v in raw["state_dict"].items()}
+
+    model = zoo.load(LEGACY)
+    assert model.arch == "vgg4_dilated" and model.model_kwargs["widths"] == WIDTHS
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+    module = SegmentationModule.load_from_checkpoint(LEGACY)
+    opt = module.optimizer_factory(module.model.parameters())
+    (group,) = opt.param_groups  # zoo 0.1's adamw: lr 0.003 (its default), weight decay 1e-4
+    assert type(opt) is torch.optim.AdamW and (group["lr"], group["weight_decay"]) == (0.003, 1e-4)
+    schedule = module.scheduler_factory(opt, total_steps=10)
+    assert type(schedule) is torch.optim.lr_scheduler.OneCycleLR and group["lr"] == pytest.approx(0.003 / 25)
+    for k, v in module.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+    _, card = zoo.export(LEGACY, tmp_path / "shipped")
+    assert json.loads(card.read_text())["training"]["hyperparameters"]["optimizer"] == "adamw"
+
+
+def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
+    config = ["--config", str(ROOT / "configs" / "vgg4_dilated.yaml")]
+    legacy_run = [
+        "--model.model_kwargs", json.dumps({"widths": WIDTHS}), "--data.data_dir", "null", "--data.batch_size", "4",
+        "--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.recompose", "true",
+        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(LEGACY),
+    ]  # fmt: skip
+    assert main(["test", *config, *legacy_run, "--trainer.default_root_dir", str(tmp_path / "test")]) == 0
+    assert json.loads((tmp_path / "test" / "test_results.json").read_text())["test"]["digit_miou"] >= 0
+    # the finished run resumes with today's optimizer and one-cycle configuration: states load
+    assert main(["fit", *config, *legacy_run, "--trainer.default_root_dir", str(tmp_path / "fit")]) == 0

@@ -1,12 +1,12 @@
 """Training: metrics against hand counts, a tiny end-to-end fit, checkpoints, the CLI's configs."""
 
+import functools
 import re
 from pathlib import Path
 
 import pytest
-import torch
-
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 import zoo
@@ -59,14 +59,16 @@ def tiny_data(**kw):
     return M2NISTDataModule(data_dir=None, batch_size=8, train_size=16, val_size=8, test_size=8, **kw)
 
 
+SGD = functools.partial(torch.optim.SGD, lr=3e-3, momentum=0.9, nesterov=True)
+
+
 @pytest.mark.parametrize(
-    "loss, weights, optimizer", [("ce", None, "adamw"), ("ce+dice", "median_frequency", "sgd")]
+    "loss, weights, optimizer", [("ce", None, None), ("ce+dice", "median_frequency", SGD)]
 )
 def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
     pl.seed_everything(0)
-    module = SegmentationModule(
-        "vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, optimizer=optimizer
-    )
+    chosen = {} if optimizer is None else {"optimizer": optimizer}
+    module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, **chosen)
     trainer = pl.Trainer(
         max_epochs=2,
         default_root_dir=tmp_path,
@@ -177,22 +179,26 @@ def test_freeze_features_trains_only_the_head(tmp_path):
         SegmentationModule(freeze="head")
 
 
-def test_resuming_a_cosine_run_with_another_length_is_an_error(tmp_path):
+def test_a_one_cycle_left_without_a_length_runs_over_the_whole_fit():
+    from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
-    def trainer(epochs, **kw):
-        return pl.Trainer(
-            max_epochs=epochs, logger=False, enable_progress_bar=False, default_root_dir=tmp_path, **kw
-        )
+    from zoo.module import OneCycle, build_scheduler
 
-    def module():
-        return SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]}, schedule="cosine")
+    def optimizer():
+        return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
 
-    every_epoch = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1, filename="{epoch}")
-    trainer(2, callbacks=[every_epoch]).fit(module(), datamodule=tiny_data())
-    first = str(tmp_path / "ckpts" / "epoch=0.ckpt")  # 16 images, batch 8: 2 steps per epoch, 4 planned
-    trainer(2).fit(module(), datamodule=tiny_data(), ckpt_path=first)  # the length it started with
-    with pytest.raises(ValueError, match="cosine schedule ends after 4 steps, but the run now plans 6"):
-        trainer(3).fit(module(), datamodule=tiny_data(), ckpt_path=first)
+    # LightningCLI hands the module partials of the configured class
+    assert build_scheduler(functools.partial(OneCycleLR, max_lr=0.1), optimizer(), 40).total_steps == 40
+    assert build_scheduler(functools.partial(OneCycleLR, max_lr=0.1, total_steps=7), optimizer(), 40).total_steps == 7
+    cosine = build_scheduler(functools.partial(CosineAnnealingLR, T_max=9), optimizer(), 40)
+    assert isinstance(cosine, CosineAnnealingLR) and cosine.T_max == 9
+    default = build_scheduler(OneCycle, optimizer(), 40)
+    # one-cycle starts at peak / 25 and peaks at the optimizer's lr at step 0.15 * 40 - 1 = 5
+    assert default.total_steps == 40 and default.optimizer.param_groups[0]["lr"] == pytest.approx(0.02 / 25)
+    for _ in range(5):
+        default.optimizer.step()
+        default.step()
+    assert default.optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
 
 
 class NonFiniteAt(SegmentationModule):
@@ -213,7 +219,7 @@ def test_non_finite_loss_stops_and_keeps_the_weights_before_the_bad_step(tmp_pat
     from zoo.module import NonFiniteLossError
 
     pl.seed_everything(0)
-    module = NonFiniteAt("vgg4_dilated", {"widths": [4, 4, 4, 4]}, schedule="none")
+    module = NonFiniteAt("vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr_scheduler=None)
     last = ModelCheckpoint(dirpath=tmp_path, filename="best", save_last=True)
     trainer = pl.Trainer(
         max_epochs=5, default_root_dir=tmp_path, logger=False, enable_progress_bar=False, callbacks=[last]
@@ -239,7 +245,7 @@ def test_diverged_weights_are_not_kept(tmp_path):
     from zoo.module import NONFINITE_CHECKPOINT, NonFiniteLossError
 
     module = SegmentationModule(
-        "vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr=1e30, schedule="none", optimizer="sgd"
+        "vgg4_dilated", {"widths": [4, 4, 4, 4]}, optimizer=functools.partial(SGD, lr=1e30), lr_scheduler=None
     )
     trainer = pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     with pytest.raises(NonFiniteLossError, match="the weights are no longer finite"):

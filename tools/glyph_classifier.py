@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from zoo.checkpoint import save_shipped  # noqa: E402
-from zoo.data.generate import glyph_pools  # noqa: E402
+from zoo.data.glyphs import glyph_pools  # noqa: E402
 
 PAD = 6
 

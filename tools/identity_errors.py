@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
 from zoo.data import BACKGROUND  # noqa: E402
-from zoo.data.generate import DEFAULT_SIZES, SPLITS, compose, generate_splits, glyph_pools  # noqa: E402
+from zoo.data.glyphs import SPLITS, glyph_pools  # noqa: E402
+from zoo.data.splits import DEFAULT_SIZES, compose, generate_splits  # noqa: E402
 from zoo.data.stats import touching_mask  # noqa: E402
 from zoo.metrics import SegmentationMetrics  # noqa: E402
 

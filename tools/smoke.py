@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 # each extra's modules, by import name (pyproject.toml lists the distributions)
 EXTRA_MODULES = {
@@ -45,7 +46,7 @@ def main() -> int:
     shipped = zoo.list_models(pretrained=True)
     assert "vgg4_dilated" in shipped and set(shipped) <= set(names), shipped
     model = zoo.create_model("vgg4_dilated", pretrained=True)
-    assert "site-packages" in str(zoo.hub.weights_dir()), zoo.hub.weights_dir()
+    assert "site-packages" in str(zoo.shipped.weights_dir()), zoo.shipped.weights_dir()
     image = np.zeros((64, 84), np.uint8)
     image[20:40, 30:34] = 255  # a stroke like a 1
     labels = zoo.predict(model, image)

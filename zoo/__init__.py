@@ -1,11 +1,12 @@
 """fullres-zoo: semantic segmentation with convolutional networks that never downsample."""
 
-from zoo import hub, layers, models
+from zoo import layers, models, shipped
 from zoo.attribution import explain
+from zoo.builder import create_model, list_models
 from zoo.checkpoint import export, load
 from zoo.inference import export_onnx, predict
-from zoo.models import ZooModel, classifier_to_segmenter
-from zoo.registry import create_model, is_model, list_models, model_arguments, register_model
+from zoo.models import ZooModel, classifier_to_segmenter, count_parameters
+from zoo.registry import is_model, model_arguments, register_model
 from zoo.rf import effective_receptive_field, receptive_field
 
 __version__ = "0.1.0"
@@ -13,10 +14,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ZooModel",
     "classifier_to_segmenter",
+    "count_parameters",
     "create_model",
     "export",
     "export_onnx",
-    "hub",
     "load",
     "predict",
     "effective_receptive_field",
@@ -28,6 +29,7 @@ __all__ = [
     "models",
     "receptive_field",
     "register_model",
+    "shipped",
     "from_pretrained",
     "save_pretrained",
 ]

@@ -1,4 +1,6 @@
-"""`python -m zoo export CKPT OUT_DIR`, `python -m zoo models [PATTERN] [--pretrained]` and
+"""`python -m zoo models | export | explain`: list models, export weights, explain a prediction.
+
+`python -m zoo export CKPT OUT_DIR`, `python -m zoo models [PATTERN] [--pretrained]` and
 `python -m zoo explain MODEL [--pretrained] --index N [--class C | --pixel Y X] --method ... --plot OUT`."""
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 
 import zoo
 from zoo.attribution import METHODS
-from zoo.data.generate import DEFAULT_LAYOUT, LAYOUTS
+from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
 
 
 def _explain(args: argparse.Namespace) -> str:
@@ -65,7 +67,7 @@ def _export_hub(args: argparse.Namespace) -> str:
     import tempfile
     from pathlib import Path
 
-    if not Path(args.checkpoint).exists() and zoo.hub.has_pretrained(args.checkpoint):
+    if not Path(args.checkpoint).exists() and zoo.shipped.has_pretrained(args.checkpoint):
         model = zoo.create_model(args.checkpoint, pretrained=True)
     else:
         with tempfile.TemporaryDirectory() as tmp:  # the shipped form first: it builds the card
@@ -80,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="a train.py checkpoint -> safetensors + JSON model card")
     ex.add_argument("checkpoint", help="a train.py .ckpt; with --format hub also shipped weights (name or name.tag)")
     ex.add_argument("out_dir")
-    ex.add_argument("--tag", default=zoo.hub.DEFAULT_TAG)
+    ex.add_argument("--tag", default=zoo.shipped.DEFAULT_TAG)
     ex.add_argument("--results", help="the run's results.json (default: beside the checkpoint)")
+    ex.add_argument(
+        "--shared-recipe",
+        help="results.json of the model's shared-recipe run (configs/<model>.yaml), kept on the card for the model table",
+    )
     ex.add_argument(
         "--format",
         choices=("shipped", "hub"),
@@ -109,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export" and args.format == "hub":
             print(f"wrote {_export_hub(args)}")
         elif args.command == "export":
-            weights, card = zoo.export(args.checkpoint, args.out_dir, tag=args.tag, results=args.results)
+            weights, card = zoo.export(
+                args.checkpoint, args.out_dir, tag=args.tag, results=args.results, shared_recipe=args.shared_recipe
+            )
             print(f"wrote {weights} and {card}")
         elif args.command == "models":
             print("\n".join(zoo.list_models(args.pattern, pretrained=args.pretrained)))

@@ -13,19 +13,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from zoo.hub import CARD_VERSION, DEFAULT_TAG, read_card, sha256
-from zoo.registry import create_model
+from zoo.builder import create_model
+from zoo.cards import CARD_VERSION, PREPROCESSING, ModelCard, read_card, sha256, write_card
+from zoo.data.m2nist import NUM_CLASSES
+from zoo.models.base import count_parameters
+from zoo.shipped import DEFAULT_TAG, load_safetensors_into, load_state_checked
 
-PREPROCESSING = {
-    "input": "grayscale uint8 (H, W), 0..255, any size",
-    "normalize": "x / 255 (zoo.preprocess.normalize); nothing else",
-    "scale": 255.0,
-}
+INIT_PARTS = ("all", "features")
 
 
-def _read_pickled(path: Path) -> object:
+def read_checkpoint(path: Path) -> object:
+    """A `.ckpt`/`.pt` file's contents, read with `torch.load(weights_only=True)` only."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -53,55 +54,6 @@ def _model_state(state: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """`model.load_state_dict(state)` with an error that says what does not match and why."""
-    own = model.state_dict()
-    classes = getattr(model, "num_classes", None)
-    for key in ("head.conv.weight", "head.fc.weight"):
-        if key in state and key in own and state[key].shape[0] != own[key].shape[0]:
-            raise ValueError(
-                f"{source} predicts {state[key].shape[0]} classes but the model was built for {classes}; "
-                f"build it with num_classes={state[key].shape[0]}"
-            )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]  # fmt: skip
-    if missing or unexpected or shapes:
-        arch = getattr(model, "arch", type(model).__name__)
-        parts = [f"{source} does not match the architecture {arch}"]
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        ):
-            if items:
-                more = f" (+{len(items) - 4} more)" if len(items) > 4 else ""
-                parts.append(f"{label}: {', '.join(items[:4])}{more}")
-        raise ValueError("; ".join(parts))
-    model.load_state_dict(state)
-
-
-def load_safetensors_into(model: nn.Module, path: str | Path, card: dict | None = None) -> None:
-    """Load a safetensors file into `model`, first checking its sha256 against the card's."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if card is not None:
-        found = sha256(path)
-        if found != card["sha256"]:
-            raise ValueError(
-                f"checksum mismatch for {path}: the model card records sha256 {card['sha256'][:16]}..., "
-                f"the file has {found[:16]}...; the file is corrupted or not the one the card describes"
-            )
-    try:
-        state = load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"cannot read {path}: not a valid safetensors file ({e})") from None
-    load_state_checked(model, state, str(path))
-
-
 def _model_from_pickled(obj: object, path: Path, arch: str | None, model_kwargs: dict) -> nn.Module:
     """The model a `torch.load`-ed Lightning checkpoint or plain state dict describes, weights loaded."""
     if not isinstance(obj, dict):
@@ -110,8 +62,6 @@ def _model_from_pickled(obj: object, path: Path, arch: str | None, model_kwargs:
         hp = obj["hyper_parameters"]
         if "arch" not in hp:
             raise ValueError(f"{path} is a Lightning checkpoint without an 'arch' hyperparameter")
-        from zoo.data.m2nist import NUM_CLASSES
-
         if arch is not None and arch != hp["arch"]:
             raise ValueError(f"{path} holds a {hp['arch']}, not a {arch}")
         arch = hp["arch"]
@@ -157,7 +107,7 @@ def load(
         model = create_model(arch, **kwargs)
         load_safetensors_into(model, path, card)
     else:
-        model = _model_from_pickled(_read_pickled(path), path, arch, model_kwargs)
+        model = _model_from_pickled(read_checkpoint(path), path, arch, model_kwargs)
     if card is not None:
         model.card = card
     return model.to(map_location).eval()
@@ -167,39 +117,44 @@ def save_shipped(
     model: nn.Module, out_dir: str | Path, arch: str, model_kwargs: dict, card: dict, tag: str = DEFAULT_TAG
 ) -> tuple[Path, Path]:
     """Write `{arch}.{tag}.safetensors` and its JSON card (sha256 and parameter count filled in)."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights, card_path = out / f"{arch}.{tag}.safetensors", out / f"{arch}.{tag}.json"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, weights, metadata={"arch": arch, "tag": tag})
-    full = {
+    full: ModelCard = {
         "card_version": CARD_VERSION,
         "arch": arch,
         "tag": tag,
         "model_kwargs": dict(model_kwargs),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "nonzero_parameters": int(sum((p != 0).sum() for p in model.parameters())),
+        "parameters": count_parameters(model),
+        "nonzero_parameters": count_parameters(model, nonzero=True),
         "preprocessing": PREPROCESSING,
         **card,
         "sha256": sha256(weights),
         "format": "safetensors",
     }
-    card_path.write_text(json.dumps(full, indent=2) + "\n")
-    return weights, card_path
+    return weights, write_card(card_path, full)
 
 
 def export(
-    ckpt_path: str | Path, out_dir: str | Path, tag: str = DEFAULT_TAG, results: str | Path | None = None
+    ckpt_path: str | Path,
+    out_dir: str | Path,
+    tag: str = DEFAULT_TAG,
+    results: str | Path | None = None,
+    shared_recipe: str | Path | None = None,
 ) -> tuple[Path, Path]:
     """Turn a `train.py` checkpoint into the shipped form: safetensors + JSON model card.
 
     Args:
         results: the run's results.json (test metrics, data, command); default: beside the checkpoint.
+        shared_recipe: for weights trained by a longer recipe, the results.json of the same model's
+            run of the shared comparison recipe (`configs/<model>.yaml`): the card keeps its
+            command, epochs, time and test scores as `training.shared_recipe`, which the model
+            table compares models by.
     """
     ckpt_path = Path(ckpt_path)
-    obj = _read_pickled(ckpt_path)
+    obj = read_checkpoint(ckpt_path)
     model = _model_from_pickled(obj, ckpt_path, None, {}).eval()
     results = Path(results) if results else ckpt_path.parent / "results.json"
     run = json.loads(results.read_text()) if results.is_file() else {}
@@ -229,7 +184,63 @@ def export(
     earlier = _earlier_stages(obj["hyper_parameters"].get("init_from"))
     if earlier:
         card["training"]["earlier_stages"] = earlier
+    if shared_recipe is not None:
+        shared = json.loads(Path(shared_recipe).read_text())
+        if shared.get("arch") != model.arch:
+            raise ValueError(f"{shared_recipe} is a run of {shared.get('arch')}, not of {model.arch}")
+        keep = ("command", "epochs", "fit_seconds", "precision", "test")
+        card["training"]["shared_recipe"] = {
+            **{k: shared.get(k) for k in keep},
+            "note": "the shared comparison recipe's run of this model; the model table's 'shared recipe' column",
+        }
     return save_shipped(model, out_dir, model.arch, model.model_kwargs, card, tag)
+
+
+def init_weights_from(model: nn.Module, path: str | Path, parts: str = "all") -> None:
+    """Load other weights into `model`: a second stage of a run, or a new head on trained features.
+
+    Args:
+        path: a `train.py` .ckpt or a shipped .safetensors (with its card beside it).
+        parts: "all" (the whole model: same architecture, checked and named when it differs) or
+            "features" (only the backbone, from a model of any head whose `features` match ours
+            key for key and shape for shape).
+    """
+    if parts not in INIT_PARTS:
+        raise ValueError(f"parts must be one of {INIT_PARTS}, found {parts!r}")
+    if parts == "features":
+        source = load(path)
+        load_state_checked(model.features, source.features.state_dict(), f"{path} (features)")
+    else:
+        source = load(path, arch=model.arch, **model.model_kwargs)
+        load_state_checked(model, source.state_dict(), str(path))
+
+
+def upgrade_hyperparameters(ckpt: dict) -> dict | None:
+    """A zoo 0.1 checkpoint's module arguments in today's form, or None for a current checkpoint.
+
+    zoo 0.1 recorded `optimizer` ("adamw" or "sgd"), `lr`, `weight_decay` and `schedule`
+    ("onecycle", "cosine", "none") as plain values; today the optimizer and schedule are
+    LightningCLI class_path/init_args, the same recipe spelled as configs spell it.
+    """
+    hyper = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hyper.get("optimizer"), str):
+        return None
+    lr, decay = hyper.get("lr", 3e-3), hyper.get("weight_decay", 1e-4)
+    if hyper["optimizer"] == "sgd":
+        optimizer = {"class_path": "torch.optim.SGD", "init_args": {"lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": decay}}
+    else:
+        optimizer = {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr, "weight_decay": decay}}
+    schedule = hyper.get("schedule", "onecycle")
+    if schedule == "onecycle":
+        scheduler = {"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": lr, "pct_start": 0.15}}
+    elif schedule == "cosine":  # zoo 0.1 kept the cosine's length beside the hyperparameters
+        length = ckpt.get("schedule_steps") or 1
+        scheduler = {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": length}}
+    else:
+        scheduler = None
+    dropped = ("lr", "weight_decay", "schedule")
+    kept = {k: v for k, v in hyper.items() if k not in dropped and not k.startswith("_")}
+    return {**kept, "optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 def test_split_name(ckpt: dict) -> str:
@@ -259,7 +270,7 @@ def _earlier_stages(init_from: str | None) -> list[dict]:
         record = json.loads(results.read_text())
         test = record.get("test")
         # a run that itself started from other weights: follow its own init_from
-        hyper = _read_pickled(path).get("hyper_parameters", {}) if path.is_file() else {}
+        hyper = read_checkpoint(path).get("hyper_parameters", {}) if path.is_file() else {}
         before = _earlier_stages(hyper.get("init_from"))
     else:
         return [{"from": str(init_from)}]

@@ -16,10 +16,12 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from zoo.callbacks import MagnitudePruning
-from zoo.cpu import has_bf16
+from zoo.checkpoint import read_checkpoint, upgrade_hyperparameters
+from zoo.cpu import has_bf16, keep_freed_memory
 from zoo.data.datamodule import M2NISTDataModule
 from zoo.inference import predict
-from zoo.module import NonFiniteLossError, SegmentationModule
+from zoo.models.base import count_parameters
+from zoo.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, NonFiniteLossError, SegmentationModule
 from zoo.viz import read_metrics_csv
 
 RUNS = Path("checkpoints") / "runs"
@@ -55,6 +57,17 @@ class ZooCLI(LightningCLI):
             "--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit"
         )
         parser.add_lightning_class_args(MagnitudePruning, "pruning")
+        parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER, "model.lr_scheduler": DEFAULT_SCHEDULER})
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI applies a checkpoint's hyperparameters over the config; zoo 0.1's spelled the
+        # optimizer as strings, which today's options reject: apply them in today's spelling
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        legacy = upgrade_hyperparameters(read_checkpoint(Path(path))) if path and Path(path).is_file() else None
+        if legacy is None:
+            return super()._parse_ckpt_path()
+        self.config = self.parser.parse_object({sub: {"model": legacy}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -115,13 +128,13 @@ class ZooCLI(LightningCLI):
         root = Path(self.trainer.default_root_dir)
         ckpt = self.trainer.checkpoint_callback
         pruning = next((c for c in self.trainer.callbacks if isinstance(c, MagnitudePruning)), None)
-        params = list(self.model.model.parameters())
+        model = self.model.model
         results = {
             "arch": self.model.hparams.arch,
             "command": self.command,
             "model_kwargs": self.model.hparams.model_kwargs or {},
-            "parameters": sum(p.numel() for p in params),
-            "nonzero_parameters": int(sum((p != 0).sum().item() for p in params)),
+            "parameters": count_parameters(model),
+            "nonzero_parameters": count_parameters(model, nonzero=True),
             "pruning": (
                 {"amount": pruning.target, "start_epoch": pruning.start_epoch, "per_layer": pruning.per_layer}
                 if pruning
@@ -177,6 +190,7 @@ def main(argv: list[str] | None = None, **cli_kwargs) -> int:
     `cli_kwargs` go to `ZooCLI`; `trainer_defaults` given there extend the defaults below.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    keep_freed_memory()  # measured faster on a CPU (zoo.cpu); ZOO_KEEP_FREED_MEMORY=0 turns it off
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         config = default_config()

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from zoo.attribution import METHODS, concentration, explain
-from zoo.data.generate import DEFAULT_LAYOUT, GLYPH, LAYOUTS
-from zoo.registry import create_model
+from zoo.builder import create_model
+from zoo.data.glyphs import GLYPH
+from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
 from zoo.summary import test_split_glyphs
 
 DEFAULT_MODELS = (

@@ -1,4 +1,4 @@
-"""CPU runtime settings the zoo applies for speed, measured by `benchmarks/run.py`."""
+"""CPU runtime: an explicit malloc setting for speed, bf16 detection, and a oneDNN bf16 workaround."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _applied = False
-_decided = False  # ZooModel.forward calls it on every CPU forward: after the first, only a flag check
+_decided = False
 
 
 def keep_freed_memory() -> bool:
@@ -22,8 +22,9 @@ def keep_freed_memory() -> bool:
     activations are that big at batch 32), so every call page-faults them back in, zero-filled.
     Keeping them measured up to 25% more training and inference throughput here
     (benchmarks/profile_step.py counts the faults); the cost is that the process keeps its peak
-    memory, as PyTorch's CUDA caching allocator does. `ZooModel.forward` applies it on its first
-    CPU call, once per process; `ZOO_KEEP_FREED_MEMORY=0` turns it off.
+    memory, as PyTorch's CUDA caching allocator does. A process-wide setting, so nothing applies
+    it behind your back: `train.py` and the benchmarks call it once at start; an application
+    that wants the speed calls it once too. `ZOO_KEEP_FREED_MEMORY=0` turns it off.
     Returns whether it is in effect.
     """
     global _applied, _decided

@@ -17,9 +17,9 @@ from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, hf_hub_down
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
 
-from zoo.checkpoint import load_state_checked
+from zoo.builder import create_model
 from zoo.data.m2nist import CLASS_NAMES
-from zoo.registry import create_model
+from zoo.shipped import load_state_checked
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"

@@ -1,23 +1,31 @@
-"""The Lightning module: any registered model, a segmentation loss, whole-split metrics."""
+"""The Lightning module: the training, validation and test steps of any registered model.
+
+The pieces it calls are plain PyTorch: `zoo.create_model`, `zoo.losses.segmentation_loss`,
+`zoo.metrics.SegmentationMetrics`, `zoo.checkpoint.init_weights_from` and the model's own
+`freeze_features`. Optimizer and schedule are injected (`OptimizerCallable`,
+`LRSchedulerCallable`), so LightningCLI configures any `torch.optim` class:
+`--model.optimizer AdamW --model.optimizer.lr 0.02 --model.lr_scheduler OneCycleLR ...`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable, instantiate_module
+from torch.optim.lr_scheduler import OneCycleLR
 
+from zoo.builder import create_model
+from zoo.checkpoint import INIT_PARTS, init_weights_from, read_checkpoint, upgrade_hyperparameters
 from zoo.cpu import avoid_bf16_conv_fault
 from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
 from zoo.losses import median_frequency_weights, segmentation_loss
 from zoo.metrics import SegmentationMetrics, format_table
-from zoo.registry import create_model
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("onecycle", "cosine", "none")
-INIT_PARTS = ("all", "features")
 FREEZE = (None, "features")
 NONFINITE_CHECKPOINT = "before_nonfinite.ckpt"  # the weights a non-finite loss stopped at
 
@@ -26,30 +34,65 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+# the defaults as LightningCLI spells them, so `--model.optimizer.lr 0.01` edits the default
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 3e-3, "weight_decay": 1e-4}}
+DEFAULT_SCHEDULER = {"class_path": "zoo.module.OneCycle"}
+
+
+def adamw(params) -> torch.optim.Optimizer:
+    """The default optimizer: `DEFAULT_OPTIMIZER`, AdamW with lr 3e-3 and weight decay 1e-4."""
+    return torch.optim.AdamW(params, **DEFAULT_OPTIMIZER["init_args"])
+
+
+class OneCycle(OneCycleLR):
+    """The default schedule: `OneCycleLR` peaking at the optimizer's own lr after a 15% warm-up.
+
+    `total_steps` left unset runs it over the whole fit (`build_scheduler` fills it in).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None, pct_start: float = 0.15) -> None:
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        super().__init__(optimizer, max_lr=peaks, total_steps=total_steps, pct_start=pct_start)
+
+
+def build_scheduler(factory, optimizer: torch.optim.Optimizer, planned_steps: int):
+    """Call a scheduler factory; a one-cycle schedule whose length is left unset gets the run's.
+
+    `OneCycleLR` needs its length up front, which only the trainer knows: when the factory (the
+    class, or LightningCLI's partial of it) sets neither `total_steps` nor `epochs`, it is
+    called with `total_steps=planned_steps`.
+    """
+    if isinstance(factory, functools.partial):
+        # functools.partial(OneCycleLR, ...), or LightningCLI's partial(instantiate, ..., OneCycleLR, ...)
+        cls = next((f for f in (factory.func, *factory.args) if inspect.isclass(f)), None)
+        given = factory.keywords
+    else:
+        cls, given = (factory if inspect.isclass(factory) else None), {}
+    unset = given.get("total_steps") is None and given.get("epochs") is None
+    if cls is not None and issubclass(cls, OneCycleLR) and unset:
+        return factory(optimizer, total_steps=planned_steps)
+    return factory(optimizer)
+
+
 class SegmentationModule(pl.LightningModule):
     """Train, validate and test a registered zoo model on per-pixel labels.
-
-    Hyperparameters are plain values, so `load_from_checkpoint(path, weights_only=True)` rebuilds
-    the model from `arch` and `model_kwargs`.
 
     Args:
         arch: a name from `zoo.list_models()`.
         model_kwargs: keyword arguments for `zoo.create_model` (num_classes defaults to 11).
         loss: "ce" (cross-entropy) or "ce+dice".
         class_weights: None, "median_frequency" (from the training labels) or one float per class.
-        optimizer: "adamw" or "sgd" (momentum 0.9, nesterov).
-        lr, weight_decay: optimizer settings; `lr` is the peak rate of the schedule.
-        schedule: "onecycle" (warm-up then cosine decay), "cosine" or "none".
+        optimizer: builds the optimizer from the trainable parameters (any `torch.optim` class
+            on the command line); default AdamW, lr 3e-3, weight decay 1e-4.
+        lr_scheduler: builds a per-step schedule from the optimizer, or None; a `OneCycleLR`
+            without `total_steps` runs over the whole fit (`build_scheduler`).
         channels_last: keep the model's channels_last weights (as `zoo.create_model` makes them;
             measured faster on CPU and GPU); False converts them to NCHW.
         compile: wrap the model in `torch.compile`.
-        init_from: start a fit from these weights (a `train.py` .ckpt or shipped .safetensors of
-            the same architecture), e.g. a second, lower-rate stage; ignored when resuming.
-        init_parts: "all" (the whole model, same architecture) or "features" (only the backbone,
-            from a model of any head whose `features` match ours, e.g. a new head on trained features).
-        freeze: "features" trains only the head: the backbone's weights stay fixed and its batch
-            norms keep their running statistics (its forward then records nothing for autograd
-            and takes the fused inference path).
+        init_from: start a fit from these weights (`zoo.checkpoint.init_weights_from`), e.g. a
+            second, lower-rate stage; ignored when resuming.
+        init_parts: "all" or "features" (see `init_weights_from`).
+        freeze: "features" trains only the head (`ZooModel.freeze_features`).
     """
 
     def __init__(
@@ -58,10 +101,8 @@ class SegmentationModule(pl.LightningModule):
         model_kwargs: dict | None = None,
         loss: str = "ce",
         class_weights: str | list[float] | None = None,
-        optimizer: str = "adamw",
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
-        schedule: str = "onecycle",
+        optimizer: OptimizerCallable = adamw,
+        lr_scheduler: LRSchedulerCallable | None = OneCycle,
         channels_last: bool | None = True,
         compile: bool = False,
         init_from: str | None = None,
@@ -75,24 +116,16 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"freeze must be one of {FREEZE}, found {freeze!r}")
         if loss not in ("ce", "ce+dice"):
             raise ValueError(f"loss must be 'ce' or 'ce+dice', found {loss!r}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, found {optimizer!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, found {schedule!r}")
-        if not lr > 0 or not weight_decay >= 0:
-            raise ValueError(
-                f"lr must be > 0 and weight_decay >= 0, found lr={lr}, weight_decay={weight_decay}"
-            )
         if not (isinstance(class_weights, (list, tuple)) or class_weights in (None, "median_frequency")):
             raise ValueError(
                 f"class_weights must be None, 'median_frequency' or a list, found {class_weights!r}"
             )
         self.save_hyperparameters()
-        kwargs = {"num_classes": NUM_CLASSES, **(model_kwargs or {})}
-        self.model = create_model(arch, **kwargs)
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.model = create_model(arch, **{"num_classes": NUM_CLASSES, **(model_kwargs or {})})
         self.num_classes = self.model.num_classes
         if freeze == "features":
-            self.model.features.requires_grad_(False)
+            self.model.freeze_features()
         weights = None
         if isinstance(class_weights, (list, tuple)):
             if len(class_weights) != self.num_classes:
@@ -103,49 +136,42 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_scores: dict | None = None
-        self._schedule_steps: int | None = None
-        self._resumed_schedule_steps: int | None = None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, weights_only: bool = True, **kwargs):
+        """Lightning's loader, with weights_only=True always; checkpoints of zoo 0.1's string options load too.
+
+        Those recorded `optimizer="adamw"`, `lr`, `weight_decay` and `schedule`; they are
+        rebuilt as today's arguments (`zoo.checkpoint.upgrade_hyperparameters`).
+        """
+        if not weights_only:
+            raise ValueError("checkpoints load with weights_only=True only: unpickling code is never allowed")
+        ckpt = read_checkpoint(Path(checkpoint_path))
+        legacy = upgrade_hyperparameters(ckpt)
+        if legacy is None:
+            return super().load_from_checkpoint(checkpoint_path, map_location, weights_only=True, **kwargs)
+        module = instantiate_module(cls, {**legacy, **kwargs})
+        module.load_state_dict(ckpt["state_dict"])
+        return module.to(map_location) if map_location is not None else module
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # factories given as Python callables are code, not data, and a checkpoint must load
+        # with weights_only=True; LightningCLI records them as plain class_path/init_args instead
+        hp = checkpoint.get("hyper_parameters", {})
+        checkpoint["hyper_parameters"] = {k: v for k, v in hp.items() if not callable(v)}
 
     def on_fit_start(self) -> None:
         if self.hparams.init_from and self.trainer.ckpt_path is None:
-            from zoo.checkpoint import load, load_state_checked
-
-            path = str(self.hparams.init_from)
-            if self.hparams.init_parts == "features":
-                # any architecture whose backbone matches ours key for key and shape for shape
-                source = load(path)
-                load_state_checked(self.model.features, source.features.state_dict(), f"{path} (features)")
-            else:
-                # load() checks the file's architecture against ours and names both when they differ
-                source = load(path, arch=self.hparams.arch, **self.model.model_kwargs)
-                load_state_checked(self.model, source.state_dict(), path)
-
-    def on_train_epoch_start(self) -> None:
-        if self.hparams.freeze == "features":
-            # frozen means its batch-norm statistics too (Lightning restores each submodule's
-            # mode after validation, so once per epoch is enough)
-            self.model.features.eval()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the schedule's planned length: a cosine LambdaLR's state does not hold it
-        checkpoint["schedule_steps"] = self._schedule_steps
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resumed_schedule_steps = checkpoint.get("schedule_steps")
+            init_weights_from(self.model, self.hparams.init_from, self.hparams.init_parts)
 
     def on_train_start(self) -> None:
-        # a resumed schedule keeps the length it was built with: a one-cycle cannot run longer,
-        # and a cosine rebuilt for another length would silently reshape the rest of the run
+        # a resumed one-cycle keeps the length it was built with and cannot run longer; say so
+        # instead of failing at the step past its end
         sched = self.lr_schedulers()
         planned = int(self.trainer.estimated_stepping_batches)
-        if isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
-            kind, before, changed = "one-cycle", sched.total_steps, sched.total_steps < planned
-        else:
-            before = self._resumed_schedule_steps
-            kind, changed = "cosine", self.hparams.schedule == "cosine" and before not in (None, planned)
-        if changed:
+        if isinstance(sched, OneCycleLR) and sched.total_steps < planned:
             raise ValueError(
-                f"this checkpoint's {kind} schedule ends after {before} steps, but the "
+                f"this checkpoint's one-cycle schedule ends after {sched.total_steps} steps, but the "
                 f"run now plans {planned}: resume with the trainer settings it started with, or "
                 "start a new fit from its weights with --model.init_from"
             )
@@ -192,7 +218,7 @@ class SegmentationModule(pl.LightningModule):
         kept_text = f"the weights before it are in {kept}" if kept else "the weights are no longer finite"
         return NonFiniteLossError(
             f"training loss is {loss} at epoch {where['epoch']}, step {where['step']}; stopping: {kept_text}, "
-            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower --model.lr."
+            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower learning rate."
         )
 
     def _eval_step(self, batch, metrics: SegmentationMetrics, prefix: str) -> None:
@@ -231,20 +257,9 @@ class SegmentationModule(pl.LightningModule):
         return self(images).argmax(1)
 
     def configure_optimizers(self):
-        h = self.hparams
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if h.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=h.lr, momentum=0.9, nesterov=True, weight_decay=h.weight_decay)
-        if h.schedule == "none":
-            return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self._schedule_steps = total
-        if h.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h.lr, total_steps=total, pct_start=0.15)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-            )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        planned = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = build_scheduler(self.scheduler_factory, optimizer, planned)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -12,13 +12,22 @@ import torch
 SCALE = 255.0
 
 
+def check_uint8(images: np.ndarray | torch.Tensor) -> None:
+    """Raise a ValueError unless `images` hold raw uint8 pixels (0..255), saying what they hold."""
+    if images.dtype not in (np.uint8, torch.uint8):
+        kind = "array" if isinstance(images, np.ndarray) else "tensor"
+        raise ValueError(
+            f"expected uint8 images in 0..255, found a {images.dtype} {kind}; pass already normalised "
+            "floats (x / 255) as a torch tensor instead"
+        )
+
+
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images (..., H, W) in 0..255 -> float32 tensor in [0, 1] of the same shape."""
+    check_uint8(images)
     if isinstance(images, np.ndarray):
         # read-only arrays (np.asarray of a PIL image) are fine: the result is a new float tensor
         images = torch.from_numpy(images if images.flags.writeable else images.copy())
-    if images.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 images in 0..255, found {images.dtype}")
     return images.float().div_(SCALE)
 
 
@@ -28,11 +37,7 @@ def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
     Uint8 images go through `zoo.preprocess.normalize`, the zoo's one normalisation.
     """
     if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8:
-            raise ValueError(
-                f"expected uint8 images in 0..255, found a {images.dtype} array; pass already "
-                "normalised floats as a torch tensor instead"
-            )
+        check_uint8(images)
         if images.ndim == 3 and images.shape[-1] in (3, 4) and in_channels == 1 and images.shape[0] > 4:
             raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
         if images.ndim not in (2, 3):

@@ -1,4 +1,7 @@
-"""Model registry: families register their variants, users create them by name."""
+"""Model registry: families register their variants by name; `build_model` makes one from keywords.
+
+A leaf: it knows nothing of weights or cards. `zoo.builder.create_model` adds the shipped weights.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,9 @@ import inspect
 import typing
 from typing import Callable, Iterable
 
-import torch
 import torch.nn as nn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DEFAULTS: dict[str, dict] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -24,22 +25,17 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def list_models(pattern: str | Iterable[str] | None = None, pretrained: bool = False) -> list[str]:
+def model_names(pattern: str | Iterable[str] | None = None) -> list[str]:
     """Sorted registered names, optionally filtered by fnmatch-style wildcards.
 
     Args:
         pattern: one pattern ("vgg4_*") or several; a name is kept if any matches.
-        pretrained: keep only models that ship pretrained weights.
     """
     names = sorted(_MODELS)
-    if pattern is not None:
-        patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    if pretrained:
-        from zoo.hub import has_pretrained
-
-        names = [n for n in names if has_pretrained(n)]
-    return names
+    if pattern is None:
+        return names
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
 def is_model(name: str) -> bool:
@@ -47,7 +43,8 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def _check_name(name: str) -> Callable[..., nn.Module]:
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The registered constructor of `name`, or an error naming the closest registered names."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, found {type(name).__name__}")
     try:
@@ -60,7 +57,7 @@ def _check_name(name: str) -> Callable[..., nn.Module]:
 
 def model_arguments(name: str) -> dict[str, inspect.Parameter]:
     """The keyword arguments a registered model accepts, with their defaults."""
-    fn = _check_name(name)
+    fn = model_entrypoint(name)
     # variants are thin wrappers `def name(**kwargs) -> Family`: the family's __init__ has the arguments
     family = typing.get_type_hints(fn).get("return")
     target = family.__init__ if inspect.isclass(family) else fn
@@ -69,31 +66,12 @@ def model_arguments(name: str) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
-def create_model(name: str, pretrained: bool = False, dtype: torch.dtype | None = None, **kwargs) -> nn.Module:
-    """Build a registered model by name, forwarding keyword arguments to its family.
+def build_model(name: str, **kwargs) -> nn.Module:
+    """The registered model `name` built from its family's keyword arguments, checked first.
 
     The model records `arch` and `model_kwargs`, so it can be saved and rebuilt.
-
-    Args:
-        name: a name from `list_models()`; with `pretrained`, optionally `name.tag`.
-        pretrained: load the weights shipped with the package (see `list_models(pretrained=True)`);
-            the model is built with the keyword arguments recorded in their model card.
-        dtype: torch.bfloat16 for a bf16 model (weights, statistics and activations; on a CPU
-            with bf16 instructions 1.2-2.2x faster inference in benchmarks/run.py; `zoo.predict(...,
-            dtype=torch.bfloat16)` gets the same speed with fp32 weights); None keeps fp32.
-        **kwargs: family arguments (in_channels, num_classes, head, widths, dilations, ...).
     """
-    card = None
-    if pretrained:
-        from zoo.hub import pretrained_card, split_tag
-
-        name, tag = split_tag(name)
-        _check_name(name)
-        card = pretrained_card(f"{name}.{tag}")
-        kwargs = {**card["model_kwargs"], **kwargs}
-    elif isinstance(name, str) and "." in name:
-        raise ValueError(f"{name!r}: a '.tag' names pretrained weights; pass pretrained=True")
-    fn = _check_name(name)
+    fn = model_entrypoint(name)
     accepted = model_arguments(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -101,13 +79,6 @@ def create_model(name: str, pretrained: bool = False, dtype: torch.dtype | None 
             f"{name}: unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(accepted)}"
         )
-    if dtype not in (None, torch.float32, torch.bfloat16):
-        raise ValueError(f"dtype must be None, torch.float32 or torch.bfloat16, found {dtype}")
     model = fn(**kwargs)
     model.arch, model.model_kwargs = name, dict(kwargs)
-    if pretrained:
-        from zoo.hub import load_pretrained
-
-        load_pretrained(model, f"{name}.{tag}", card)
-        model.card = card
-    return model if dtype is None else model.to(dtype)
+    return model

@@ -14,19 +14,16 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from zoo.data.generate import DEFAULT_SIZES, LAYOUTS, Placement, generate_splits
-from zoo.hub import available_tags, pretrained_card
+from zoo.builder import create_model, list_models
+from zoo.data.layouts import LAYOUTS, Placement
+from zoo.data.splits import DEFAULT_SIZES, generate_splits
 from zoo.inference import predict
 from zoo.metrics import SegmentationMetrics
-from zoo.registry import create_model, list_models
+from zoo.models.base import count_parameters
 from zoo.rf import receptive_field
+from zoo.shipped import available_tags, pretrained_card
 
 TEST_SEED = 0  # the seed every shipped card's data used
-
-
-def count_parameters(model) -> int:
-    """Trainable parameters (weights, biases, BN gamma/beta)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 @lru_cache(maxsize=None)

