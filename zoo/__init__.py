@@ -9,7 +9,7 @@ from zoo.models import ZooModel, classifier_to_segmenter, count_parameters
 from zoo.registry import is_model, model_arguments, register_model
 from zoo.rf import effective_receptive_field, receptive_field
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ZooModel",
