@@ -323,6 +323,18 @@ def test_config_parses_and_instantiates(config):
     assert isinstance(cli.model.model, zoo.ZooModel)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
+)
+def test_every_config_runs_a_training_step(config, tmp_path):
+    from zoo.cli import main
+
+    tiny = ["--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.batch_size", "4"]
+    args = ["fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "1", "--model.init_from", "null"]
+    assert main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+
+
 def test_cli_unknown_model_is_one_line_error(capsys):
     from zoo.cli import main
 
