@@ -15,9 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoo.hub import pretrained_card  # noqa: E402
-
 import zoo  # noqa: E402
+from zoo.shipped import pretrained_card  # noqa: E402
 from zoo.summary import first_stage_score  # noqa: E402
 
 

@@ -80,3 +80,24 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", FORK_EACH, *MODULES], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+
+
+SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("benchmarks", "tools", "examples") for p in (ROOT / d).glob("*.py"))
+LOAD_EACH = """
+import os, runpy, sys, traceback
+failed = 0
+for path in sys.argv[1:]:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # as running the script would
+    try:
+        runpy.run_path(path, run_name="imported_by_the_test")  # defines, does not run main()
+    except BaseException:
+        print(f"--- {path}", traceback.format_exc(), sep="\\\\n", flush=True)
+        failed += 1
+    sys.path.pop(0)
+sys.exit(failed)
+"""
+
+
+def test_every_script_loads_against_todays_package():
+    out = subprocess.run([sys.executable, "-c", LOAD_EACH, *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
