@@ -305,8 +305,9 @@ def test_config_parses_and_instantiates(config):
     # a second stage, or another recipe (_glyphs: from tools/glyph_classifier.py's backbone;
     # _long: the shared recipe trained longer, with augmentation, into its own run folder)
     stage = re.search(r"_stage(\d)$", config.stem)
-    assert re.sub(r"_stage\d$|_glyphs$|_long$", "", config.stem) in (arch, "default", "default_fp32")
-    if config.stem.endswith("_long"):
+    base = config.stem.removesuffix(stage[0]) if stage else config.stem  # vgg4_dilated_context_long
+    assert re.sub(r"_glyphs$|_long$", "", base) in (arch, "default", "default_fp32")
+    if "_long" in config.stem:
         assert cli.trainer.default_root_dir == f"checkpoints/runs/{config.stem}"
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
         start = cli.model.hparams.init_from
@@ -317,7 +318,7 @@ def test_config_parses_and_instantiates(config):
             assert start.startswith("checkpoints/") and start.endswith(f".{tag}.safetensors")
             assert (ROOT / start).is_file()
     if stage:  # starts from the stage before's best checkpoint
-        before = arch if stage[1] == "2" else f"{arch}_stage{int(stage[1]) - 1}"
+        before = base if stage[1] == "2" else f"{base}_stage{int(stage[1]) - 1}"
         assert cli.model.hparams.init_from == f"{runs}/{before}/best.ckpt"
         assert (config.parent / f"{before}.yaml").is_file()
     assert isinstance(cli.model.model, zoo.ZooModel)
