@@ -13,12 +13,12 @@ import numpy as np
 import zoo
 from zoo.attribution import METHODS
 from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
+from zoo.summary import test_split
+from zoo.viz import save_explanation_figure
 
 
 def _explain(args: argparse.Namespace) -> str:
     """Explain one test image's prediction; returns the report printed."""
-    from zoo.summary import test_split
-
     if args.checkpoint:
         model = zoo.load(args.checkpoint)
     else:
@@ -54,8 +54,6 @@ def _explain(args: argparse.Namespace) -> str:
     for m, a in maps.items():
         lines.append(f"  {m}: total |attribution| {np.abs(a).sum():.4g}, sum {a.sum():.4g}")
     if args.plot:
-        from zoo.viz import save_explanation_figure
-
         title = f"{name}: why class {target} ({what})"
         save_explanation_figure(args.plot, image, prediction, maps, title=title, region=region)
         lines.append(f"wrote {args.plot}")

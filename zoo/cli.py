@@ -22,7 +22,7 @@ from zoo.data.datamodule import M2NISTDataModule
 from zoo.inference import predict
 from zoo.models.base import count_parameters
 from zoo.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, NonFiniteLossError, SegmentationModule
-from zoo.viz import read_metrics_csv
+from zoo.viz import read_metrics_csv, save_training_report
 
 RUNS = Path("checkpoints") / "runs"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -170,8 +170,6 @@ class ZooCLI(LightningCLI):
         return [versions[v] for v in sorted(versions)]
 
     def write_report(self, path: Path, curves: dict) -> Path:
-        from zoo.viz import save_training_report
-
         images, labels = (np.asarray(a[:REPORT_IMAGES]) for a in self.datamodule.splits["test"])
         predictions = predict(self.model.model, images)
         digit_miou = self.model.test_scores["digit_miou"]

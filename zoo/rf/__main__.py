@@ -13,12 +13,11 @@ import sys
 from zoo.builder import create_model, list_models
 from zoo.rf.effective import effective_receptive_field
 from zoo.rf.theory import receptive_field
+from zoo.viz import save_erf_figure
 
 
 def compare(path: str, samples: int, inits: int, json_path: str | None) -> None:
     """One figure, one panel per (model, weights); statistics printed and optionally saved."""
-    from zoo.viz import save_erf_figure
-
     fields, rows = [], []
     pretrained = set(list_models(pretrained=True))
     for name in list_models():
@@ -64,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         for _, erf in fields:
             print(erf)
         if args.plot:
-            from zoo.viz import save_erf_figure
-
             save_erf_figure(args.plot, [(f"{args.model} ({w})", erf) for w, erf in fields])
             print(f"wrote {args.plot}")
         return 0

@@ -1,5 +1,4 @@
 """Theoretical receptive fields, traced from the model's own graph with torch.fx.
-
 Layer by layer from the input (Luo et al., 2016; shared/reference/FACTS.md):
 jump_out = jump_in * stride and rf_out = rf_in + (kernel - 1) * dilation * jump_in,
 starting from jump = rf = 1. Where branches meet (a residual add) the larger field wins.
@@ -16,6 +15,7 @@ import torch.nn as nn
 
 from zoo.layers.pool import BoxMean
 from zoo.layers.shift_stitch import ShiftStitch
+from zoo.models.base import ZooModel
 
 Pair = tuple[int, int]
 
@@ -138,8 +138,6 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
     For a zoo model it traces `features` then the head (a pixel head's 1x1 conv adds nothing;
     a classify head pools globally). Any other module is traced whole.
     """
-    from zoo.models.base import ZooModel
-
     rows: list[RFLayer] = []
     start: _STATE = ((1, 1), (1, 1))
     if isinstance(model, ZooModel):
