@@ -64,10 +64,16 @@ def test_every_model_but_the_wide_variants_ships():
     assert set(SHIPPED) == set(zoo.list_models()) - set(zoo.list_models("*_wide"))
 
 
+NEWER_THAN_SCATTER = {"vgg4_dilated_context"}  # registered after the scatter-layout weights were retired
+
+
 def test_default_weights_trained_on_the_m2nist_layout_and_scatter_weights_kept():
     for name in SHIPPED:
         assert pretrained_card(name)["data"]["layout"] == "m2nist"
-        assert pretrained_card(f"{name}.scatter")["data"]["layout"] == "scatter"
+        if name not in NEWER_THAN_SCATTER:
+            assert pretrained_card(f"{name}.scatter")["data"]["layout"] == "scatter"
+        else:
+            assert available_tags(name) == ["m2nist"]
 
 
 @pytest.mark.parametrize("name", TAGGED)
