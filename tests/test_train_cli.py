@@ -193,6 +193,12 @@ def test_train_export_load_predict_round_trip(tmp_path):
     other.write_text(json.dumps({"arch": "unet"}))
     with pytest.raises(ValueError, match="is a run of unet, not of vgg4_dilated"):
         zoo.export(tmp_path / "run" / "best.ckpt", tmp_path / "long", shared_recipe=other)
+    # a further stage from those shipped weights keeps the record they carry
+    start = tmp_path / "long" / "vgg4_dilated.m2nist.safetensors"
+    assert main(["fit", *tiny_args(tmp_path / "stage2", "--model.init_from", str(start), epochs=1)]) == 0
+    _, card2 = zoo.export(tmp_path / "stage2" / "best.ckpt", tmp_path / "stage2_shipped")
+    training = json.loads(card2.read_text())["training"]
+    assert training["shared_recipe"] == shared and training["earlier_stages"][-1]["from"] == str(start)
     module = SegmentationModule.load_from_checkpoint(tmp_path / "run" / "best.ckpt", weights_only=True).eval()
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 84), dtype=np.uint8)
     with torch.no_grad():

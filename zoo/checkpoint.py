@@ -181,9 +181,16 @@ def export(
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         },
     }
-    earlier = _earlier_stages(obj["hyper_parameters"].get("init_from"))
+    init_from = obj["hyper_parameters"].get("init_from")
+    earlier = _earlier_stages(init_from)
     if earlier:
         card["training"]["earlier_stages"] = earlier
+    start_card = Path(init_from).with_suffix(".json") if init_from else None
+    if shared_recipe is None and start_card is not None and str(init_from).endswith(".safetensors") and start_card.is_file():
+        # a further stage of shipped weights keeps the shared recipe's record they carried
+        inherited = read_card(start_card).get("training", {}).get("shared_recipe")
+        if inherited is not None:
+            card["training"]["shared_recipe"] = inherited
     if shared_recipe is not None:
         shared = json.loads(Path(shared_recipe).read_text())
         if shared.get("arch") != model.arch:
