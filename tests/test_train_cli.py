@@ -111,7 +111,7 @@ sys.exit(main(sys.argv[1:], trainer_defaults={{"callbacks": [KillMidEpoch()]}}))
 
 @pytest.mark.slow  # about 30 s: two real processes, one killed
 def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
-    common = ["--data.augment", "true", "--trainer.deterministic", "true", "--model.lr", "0.01"]
+    common = ["--data.augment", "true", "--trainer.deterministic", "true", "--model.optimizer.lr", "0.01"]
     straight = run_train(["fit", *tiny_args(tmp_path / "straight", *common, epochs=3, train=24)])
     assert straight.returncode == 0, straight.stderr[-2000:]
 
