@@ -11,7 +11,9 @@ from zoo.cpu import avoid_bf16_conv_fault, has_bf16
 from zoo.layers.conv import ConvBNAct
 
 MODELS = [n for n in zoo.list_models() if not n.endswith("_wide")]
-needs_bf16 = pytest.mark.skipif(not has_bf16(), reason="the CPU has no bf16 instructions (emulated bf16 is slow)")
+needs_bf16 = pytest.mark.skipif(
+    not has_bf16(), reason="the CPU has no bf16 instructions (emulated bf16 is slow)"
+)
 
 
 def test_default_precision(monkeypatch):
@@ -47,8 +49,8 @@ def _conv_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Ten
 @needs_bf16
 @pytest.mark.parametrize("name", MODELS)
 def test_every_convolution_gets_right_bf16_weight_gradients(name):
-    # oneDNN's channels_last bf16 weight gradient is non-finite for some dilated convolutions at
-    # batch 16+ (zoo.cpu.avoid_bf16_conv_fault); here every convolution of the model, in the
+    # oneDNN's channels_last bf16 weight gradient is wrong for dilated convolutions with 17+ input
+    # channels not a multiple of 16 (zoo.cpu.avoid_bf16_conv_fault); here every convolution of the model, in the
     # shape it trains in, against fp32 on the same bf16-rounded operands
     torch.manual_seed(0)
     model = zoo.create_model(name).train()
@@ -62,7 +64,9 @@ def test_every_convolution_gets_right_bf16_weight_gradients(name):
         upstream = torch.randn_like(out, dtype=torch.float32).bfloat16()
         out.backward(upstream)
         w = conv.weight.detach().bfloat16().float().requires_grad_()
-        ref = F.conv2d(inp.detach().bfloat16().float(), w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        ref = F.conv2d(
+            inp.detach().bfloat16().float(), w, None, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
         ref.backward(upstream.float())
         error = (conv.weight.grad - w.grad).norm() / w.grad.norm()
         assert error < 2e-2, f"{name}.{conv_name}: relative weight-gradient error {error:.3g}"
@@ -71,10 +75,37 @@ def test_every_convolution_gets_right_bf16_weight_gradients(name):
 def test_fault_workaround_touches_only_the_faulty_shapes():
     model = zoo.create_model("vgg4_dilated")  # widths 16-24-32-48, dilations 1, 2, 4, 8
     assert avoid_bf16_conv_fault(model) == ["features.2.conv"]  # 24 channels in, dilation 4
-    assert model.features[2].conv.weight.is_contiguous()
-    assert model.features[3].conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert avoid_bf16_conv_fault(model) == ["features.2.conv"]  # once: hooks not stacked
-    assert len(model.features[2].conv._forward_pre_hooks) == 1
+    assert avoid_bf16_conv_fault(model) == ["features.2.conv"]  # again: the same, nothing stacked
+    assert [n for n, _ in model.named_parameters()] == [
+        n for n, _ in zoo.create_model("vgg4_dilated").named_parameters()
+    ]
+    conv = model.features[2].conv
+    x = torch.randn(2, 24, 12, 14)
+    assert torch.allclose(
+        conv(x), F.conv2d(x, conv.weight, conv.bias, padding=4, dilation=4), atol=1e-5
+    )  # zeros add nothing
+
+
+@needs_bf16
+@pytest.mark.parametrize("in_channels, groups", [(24, 1), (40, 1), (24, 24), (32, 32), (48, 2)])
+def test_fault_workaround_gives_right_weight_gradients(in_channels, groups):
+    # shapes no registered model has, both kinds of workaround (padding, NCHW for grouped ones);
+    # without it the first four are wrong at batch 8 already (ungrouped ones may even crash)
+    torch.manual_seed(0)
+    out_channels = 32 if groups == 1 else in_channels
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, out_channels, 3, padding=4, dilation=4, groups=groups)
+    )
+    model.to(memory_format=torch.channels_last)
+    assert avoid_bf16_conv_fault(model) == ["0"]
+    x = torch.randn(8, in_channels, 64, 84).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    w = model[0].weight.detach().bfloat16().float().requires_grad_()
+    F.conv2d(x.float(), w, None, 1, 4, 4, groups).backward(upstream.float())
+    assert (model[0].weight.grad - w.grad).norm() / w.grad.norm() < 2e-2
 
 
 @needs_bf16
