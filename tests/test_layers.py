@@ -36,6 +36,11 @@ def test_box_mean_keeps_layout_free_results_and_dtype():
     half = box(x.bfloat16())
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), box(x), atol=0.05, rtol=0.02)
+    xb = x.bfloat16().requires_grad_()  # training in bf16: the pools run in fp32, dtypes stay bf16
+    out = box(xb)
+    out.backward(torch.ones_like(out))
+    assert out.dtype == xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), box(xb.detach().float()), atol=0.01, rtol=0.01)
 
 
 def test_box_mean_gradient_is_the_transposed_window():
