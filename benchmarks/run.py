@@ -145,16 +145,31 @@ def summarize(times: list[float], images: int) -> dict:
     return {"images_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1], "reps": len(rates)}
 
 
-def bench_model(
-    name: str, size: str, device: str, mode: dict, warmup: int, reps: int, min_seconds: float = 0.25
-) -> dict:
-    """One row: inference and training throughput, memory and FLOP use of `name` at `size`."""
+def interleaved(fns: list, device: str, warmup: int, reps: int, min_seconds: float = 0.25) -> list[list[float]]:
+    """`timed` for several calls at once, taking turns: repetition r of each runs back to back.
+
+    On a shared host the speed drifts over minutes; taking turns puts every call's r-th
+    repetition in the same stretch of time, so ratios between them (bf16 against fp32) hold.
+    """
+    for fn in fns:
+        timed(fn, device, warmup, 0)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, out in zip(fns, times):
+            out += timed(fn, device, 0, 1, min_seconds)
+    return times
+
+
+def _workload(name: str, size: str, device: str, mode: dict) -> tuple[torch.nn.Module, object, object]:
+    """The model of one row, as the row's mode runs it, with its inference and training-step calls."""
     batch, h, w = SIZES[size]
     model = zoo.create_model(name).to(device)
     if mode.get("grad_checkpointing"):
         model.set_grad_checkpointing()
     if mode.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
+    if mode.get("bf16") and device == "cpu":
+        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module); inference takes the fused path
     run = torch.compile(model) if mode.get("compile") else model
     x = torch.rand(batch, model.in_channels, h, w, device=device)
     if mode.get("channels_last"):
@@ -163,49 +178,71 @@ def bench_model(
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=mode.get("bf16", False))
 
     def infer():
+        model.eval()
         with torch.inference_mode(), autocast:
             run(x)
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def train_step():
+        model.train()
         opt.zero_grad(set_to_none=True)
         with autocast:
             loss = torch.nn.functional.cross_entropy(run(x), y)
         loss.backward()
         opt.step()
 
-    model.eval()
-    inference = summarize(timed(infer, device, warmup, reps, min_seconds), batch)
-    model.train()
-    if mode.get("bf16") and device == "cpu":
-        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module); inference goes without
+    return model, infer, train_step
+
+
+def bench_model(
+    name: str, size: str, device: str, modes: list[dict], warmup: int, reps: int, min_seconds: float = 0.25
+) -> list[dict]:
+    """One row per mode: inference and training throughput, memory and FLOP use of `name` at `size`.
+
+    The modes' inference calls are timed taking turns (`interleaved`), then their training
+    steps; a bf16 row also gets its speed-up over the fp32 row as the median of the ratios of
+    same-turn repetitions.
+    """
+    batch, h, w = SIZES[size]
+    loads = [_workload(name, size, device, mode) for mode in modes]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    training = summarize(timed(train_step, device, warmup, reps, min_seconds), batch)
+    infer_times = interleaved([infer for _, infer, _ in loads], device, warmup, reps, min_seconds)
+    train_times = interleaved([step for _, _, step in loads], device, warmup, reps, min_seconds)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
-    else:  # process high-water mark: exact only for the first (largest-growing) configuration run
+    else:  # process high-water mark: exact only for the first (largest-growing) model run
         peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before)
-    saved = saved_activation_bytes(train_step)
     macs = macs_per_image(zoo.create_model(name), h, w)
-    return {
-        "model": name,
-        "size": size,
-        "batch": batch,
-        "device": device,
-        **{k: v for k, v in mode.items() if v},
-        "parameters": zoo.count_parameters(model),
-        "macs_per_image": macs,
-        "inference": inference,
-        "training": training,
-        "peak_memory_mb": round(peak / 2**20, 1),
-        "saved_activations_mb": round(saved / 2**20, 1),
-        "inference_flops": 2 * macs * inference["images_per_s"],
-        "training_flops": 3 * 2 * macs * training["images_per_s"],
-    }
+    fp32 = next((i for i, mode in enumerate(modes) if not mode), None)
+    rows = []
+    for i, (mode, (model, _, train_step)) in enumerate(zip(modes, loads)):
+        inference, training = summarize(infer_times[i], batch), summarize(train_times[i], batch)
+        row = {
+            "model": name,
+            "size": size,
+            "batch": batch,
+            "device": device,
+            **{k: v for k, v in mode.items() if v},
+            "parameters": zoo.count_parameters(model),
+            "macs_per_image": macs,
+            "inference": inference,
+            "training": training,
+            "peak_memory_mb": round(peak / 2**20, 1),
+            "saved_activations_mb": round(saved_activation_bytes(train_step) / 2**20, 1),
+            "inference_flops": 2 * macs * inference["images_per_s"],
+            "training_flops": 3 * 2 * macs * training["images_per_s"],
+        }
+        if mode.get("bf16") and fp32 is not None:
+            row["speedup_vs_fp32"] = {
+                part: statistics.median(a / b for a, b in zip(times[fp32], times[i]))
+                for part, times in (("inference", infer_times), ("training", train_times))
+            }
+        rows.append(row)
+    return rows
 
 
 def fmt(v: float) -> str:
@@ -233,6 +270,18 @@ def markdown(rows: list[dict], peaks: dict) -> str:
     return "\n".join(lines)
 
 
+def speedups(rows: list[dict]) -> str:
+    """The bf16 rows' speed-ups over fp32 (same-turn repetitions, see `bench_model`) as a markdown table."""
+    lines = ["| model | size | bf16 / fp32 inference | bf16 / fp32 training step |", "|---|---|---:|---:|"]
+    for r in rows:
+        if "speedup_vs_fp32" in r:
+            up = r["speedup_vs_fp32"]
+            lines.append(
+                f"| `{r['model']}` | {r['size']} x{r['batch']} | {up['inference']:.2f}x | {up['training']:.2f}x |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=["*"], help="fnmatch patterns (default: all)")
@@ -255,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))
+        print("\n" + speedups(saved["rows"]))
         return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     bf16_cpu = "cpu" in devices and not args.no_bf16 and has_bf16()
@@ -274,14 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in zoo.list_models(args.models):
         for size in args.sizes:
             for device in devices:
-                for mode in modes[device]:
-                    if mode.get("grad_checkpointing") and not isinstance(
-                        zoo.create_model(name).features, torch.nn.Sequential
-                    ):
-                        continue
-                    row = bench_model(name, size, device, mode, args.warmup, args.reps, 0.0 if args.quick else 0.25)
-                    rows.append(row)
-                    print(markdown([row], peaks).splitlines()[-1], flush=True)
+                sequential = isinstance(zoo.create_model(name).features, torch.nn.Sequential)
+                runnable = [m for m in modes[device] if sequential or not m.get("grad_checkpointing")]
+                new = bench_model(name, size, device, runnable, args.warmup, args.reps, 0.0 if args.quick else 0.25)
+                rows += new
+                print("\n".join(markdown(new, peaks).splitlines()[2:]), flush=True)
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -297,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks.update({key: max(peaks[key], value) for key, value in again.items()})
     print(f"\nmachine: {machine}\n")
     print(markdown(rows, peaks) + "\n")
+    print(speedups(rows) + "\n")
     write_json(args.json, {"machine": machine, "rows": rows})
     return 0
 

@@ -44,9 +44,21 @@ def test_harness_smoke(tmp_path, capsys):
         # MACs by hand: per pixel 9*(1*16 + 16*24 + 24*32 + 32*48) + 48*11, over 64x84 pixels
         assert row["macs_per_image"] == (9 * (16 + 384 + 768 + 1536) + 528) * 64 * 84
         assert row["inference"]["images_per_s"] > 0 and row["training"]["images_per_s"] > 0
+    assert ("speedup_vs_fp32" in rows[-1]) == bf16 and "speedup_vs_fp32" not in rows[0]
     printed = capsys.readouterr().out
     assert "| `vgg4_dilated` | 64x84 x32 | cpu |" in printed
     assert ("| `vgg4_dilated` | 64x84 x32 | cpu bf16 |" in printed) == bf16
+    assert ("| `vgg4_dilated` | 64x84 x32 | " in printed.split("bf16 / fp32 inference")[-1]) == bf16
+
+
+def test_interleaved_timing_takes_turns():
+    bench = load_harness()
+    calls = []
+    times = bench.interleaved(
+        [lambda: calls.append("a"), lambda: calls.append("b")], "cpu", warmup=1, reps=3, min_seconds=0.0
+    )
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-ups first, then one repetition of each in turn
+    assert [len(t) for t in times] == [3, 3]
 
 
 def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, monkeypatch):
