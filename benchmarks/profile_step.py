@@ -1,7 +1,7 @@
-"""Where a CPU training step's time goes: `python benchmarks/profile_step.py [--model vgg4_dilated]`.
+"""Where a CPU training step's time goes: `python benchmarks/profile_step.py [--model vgg4_dilated] [--bf16]`.
 
-Three measurements of one model as `create_model` returns it (64x84, batch 32, AdamW), printed as
-tables and written to JSON:
+Three measurements of one model as `create_model` returns it (64x84, batch 32, AdamW; with
+`--bf16` under bf16 autocast as `train.py` runs it), printed as tables and written to JSON:
 
 - the step's operators by self time (torch.profiler), grouped into convolution, batch norm,
   ReLU and the rest;
@@ -28,7 +28,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py b
 from run import macs_per_image, matmul_peak, timed, write_json  # noqa: E402
 
 import zoo  # noqa: E402
-from zoo.cpu import keep_freed_memory  # noqa: E402
+from zoo.cpu import avoid_bf16_conv_fault, has_bf16, keep_freed_memory  # noqa: E402
 
 GROUPS = {
     "convolution": ("convolution",),
@@ -38,15 +38,19 @@ GROUPS = {
 }
 
 
-def make_step(model: nn.Module, batch: int, h: int, w: int):
+def make_step(model: nn.Module, batch: int, h: int, w: int, bf16: bool = False):
     """A closure running one training step (forward, cross-entropy, backward, AdamW)."""
     x = torch.rand(batch, model.in_channels, h, w)
     y = torch.randint(0, model.num_classes, (batch, h, w))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if bf16:
+        avoid_bf16_conv_fault(model)  # as train.py's bf16 training does
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
 
     return step
@@ -79,10 +83,10 @@ def without_norm_and_relu(model: nn.Module) -> nn.Module:
 
 
 def bn_backward_ms(
-    channels: int, batch: int, h: int, w: int, fmt: torch.memory_format, reps: int = 5
+    channels: int, batch: int, h: int, w: int, fmt: torch.memory_format, reps: int = 5, dtype=torch.float32
 ) -> float:
     """Median milliseconds of one batch-norm backward (training statistics) in layout `fmt`."""
-    x = torch.randn(batch, channels, h, w).contiguous(memory_format=fmt)
+    x = torch.randn(batch, channels, h, w, dtype=dtype).contiguous(memory_format=fmt)
     g = torch.randn_like(x)
     weight, bias = torch.ones(channels), torch.zeros(channels)
     mean, var = torch.zeros(channels), torch.ones(channels)
@@ -101,37 +105,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="vgg4_dilated")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--json", default="benchmarks/profile_step.json")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, against the bf16 matmul peak")
+    parser.add_argument("--json", default=None, help="default benchmarks/profile_step[_bf16].json")
     args = parser.parse_args(argv)
+    if args.bf16 and not has_bf16():
+        print("this CPU has no bf16 instructions (AVX512-BF16 or AMX): nothing to profile in bf16")
+        return 1
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    json_path = args.json or f"benchmarks/profile_step{'_bf16' if args.bf16 else ''}.json"
     keep_freed_memory()  # as train.py does: the speed section of the README says why
     batch, h, w, reps = args.batch, 64, 84, args.reps
 
     model = zoo.create_model(args.model).train()
-    step = make_step(model, batch, h, w)
+    step = make_step(model, batch, h, w, args.bf16)
     groups = op_breakdown(step)
     step_ms = 1e3 * statistics.median(timed(step, "cpu", warmup=2, reps=reps))
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
         step()
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 5
-    bare = make_step(without_norm_and_relu(zoo.create_model(args.model)).train(), batch, h, w)
+    bare = make_step(without_norm_and_relu(zoo.create_model(args.model)).train(), batch, h, w, args.bf16)
     bare_ms = 1e3 * statistics.median(timed(bare, "cpu", warmup=2, reps=reps))
     widths = sorted({m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)})
     bn = {
         c: {
-            "channels_last_ms": bn_backward_ms(c, batch, h, w, torch.channels_last, reps),
-            "nchw_ms": bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps),
+            "channels_last_ms": bn_backward_ms(c, batch, h, w, torch.channels_last, reps, dtype),
+            "nchw_ms": bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps, dtype),
         }
         for c in widths
     }
 
-    peak = matmul_peak("cpu", torch.float32)
+    peak = matmul_peak("cpu", dtype)
     train_flops = 3 * 2 * macs_per_image(zoo.create_model(args.model), h, w) * batch  # per step
 
-    def share(ms: float) -> str:
-        return f"{ms:.1f} ms = {100 * train_flops / (ms / 1e3) / peak:.0f}% of the matmul peak"
+    dtype_name = "bf16" if args.bf16 else "fp32"
 
-    print(f"{args.model}, 64x84 batch {batch}, {torch.get_num_threads()} threads")
+    def share(ms: float) -> str:
+        return f"{ms:.1f} ms = {100 * train_flops / (ms / 1e3) / peak:.0f}% of the {dtype_name} matmul peak"
+
+    print(f"{args.model}, 64x84 batch {batch}, {torch.get_num_threads()} threads, {'bf16 autocast' if args.bf16 else 'fp32'}")
     print(f"\nstep {share(step_ms)}; without batch norm and ReLU {share(bare_ms)}")
     print(f"minor page faults per step: {faults_per_step:.0f} (ZOO_KEEP_FREED_MEMORY=0 to compare)\n")
     print("| operators (profiler, self time) | ms per step |\n|---|---:|")
@@ -141,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     for c, r in bn.items():
         print(f"| {c} | {r['channels_last_ms']:.2f} | {r['nchw_ms']:.2f} |")
     write_json(
-        args.json,
+        json_path,
         {
             "model": args.model,
             "batch": batch,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "precision": "bf16 autocast" if args.bf16 else "fp32",
             "step_ms": step_ms,
             "step_without_norm_relu_ms": bare_ms,
             "matmul_peak_flops": peak,
