@@ -163,3 +163,29 @@ def test_space_to_batch_keeps_channels_last():
         assert torch.equal(sa, sb) and sb.is_contiguous(memory_format=torch.channels_last)
         back = batch_to_space(sb, 2)
         assert torch.equal(back, a) and back.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_pooling_equals_reference_exactly(k, dtype, channels_last):
+    # without autograd the pooling takes running maxima over shifted views: the same values
+    # bit for bit as the stacked-taps reference, in either layout and precision, odd sizes too
+    x = torch.randn(3, 4, 5 * k + 1, 4 * k - 1).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    layer = ShiftStitch(nn.Identity(), k)
+    with torch.no_grad():
+        assert torch.equal(layer(x), ref_maxpool(x, k))
+    with torch.inference_mode():
+        assert torch.equal(layer(x), ref_maxpool(x, k))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_training_pooling_routes_each_window_gradient_to_one_switch(k):
+    # ties (a constant map: every tap is a maximum) are where running maxima and max pooling
+    # differ under autograd: max pooling gives each window's whole gradient to one tap, so the
+    # input gradient holds whole counts summing to the number of windows
+    x = torch.zeros(1, 1, 2 * k, 2 * k, requires_grad=True)
+    ShiftStitch(nn.Identity(), k)(x).sum().backward()
+    assert torch.equal(x.grad, x.grad.round()) and x.grad.sum().item() == x.numel()

@@ -97,7 +97,7 @@ def fused_dtype(x: torch.Tensor) -> torch.dtype:
 def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
     """oneDNN's fused convolution: CPU, fp32 or bf16, nothing for autograd to record, not traced."""
     return (
-        not isinstance(x, torch.fx.Proxy)  # torch.fx tracing (zoo.receptive_field) sees the modules
+        not is_traced(x)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and all(p.dtype in (torch.float32, torch.bfloat16) for p in module.parameters())
@@ -105,7 +105,18 @@ def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
             torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
         )
         and torch.backends.mkldnn.is_available()
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-        and not torch.onnx.is_in_onnx_export()
+    )
+
+
+def is_traced(x: torch.Tensor) -> bool:
+    """Whether `x` flows through a trace or an export (torch.fx, jit, dynamo, ONNX).
+
+    Such graphs keep the plain operators (zoo.receptive_field's fx tracer reads the modules), so
+    the eager-only fast paths step aside.
+    """
+    return (
+        isinstance(x, torch.fx.Proxy)
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
     )
