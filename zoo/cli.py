@@ -115,7 +115,16 @@ class ZooCLI(LightningCLI):
             # a smoke run keeps no checkpoint to test, and must not overwrite a real run's results
             self.trainer.test(self.model, datamodule=self.datamodule)
             return
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
+        ckpt = self.trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt else ""
+        if best and Path(best).is_file():
+            self.tested = best
+        else:
+            # a fit resumed from another folder inherits the old run's best path, which may be
+            # gone; the weights the fit ended with are tested instead, and results.json says so
+            self.tested = "the fit's final weights"
+            print(f"note: the best checkpoint on record ({best or 'none'}) is not on disk: testing {self.tested}")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if self.tested == best else None)
         self.write_results()
 
     def after_test(self) -> None:
@@ -144,6 +153,7 @@ class ZooCLI(LightningCLI):
             "precision": str(self.trainer.precision),
             "fit_seconds": round(getattr(self, "fit_seconds", 0.0), 1) or None,
             "best_checkpoint": str(ckpt.best_model_path) if ckpt else None,
+            "tested": getattr(self, "tested", None),
             "data": self.datamodule.source,
             "test": self.model.test_scores,
         }
