@@ -61,6 +61,12 @@ MUTATIONS = [
      "tests/test_bf16.py::test_fault_workaround_gives_right_weight_gradients[32-32]"),
     ("zoo/cpu.py", "conv.weight.data.clone(memory_format=torch.contiguous_format)", "conv.weight.data.contiguous()",
      "tests/test_bf16.py::test_fault_workaround_gives_right_weight_gradients[24-24]"),
+    ("zoo/layers/shift_stitch.py", "    if is_traced(x) or (torch.is_grad_enabled() and x.requires_grad):",
+     "    if is_traced(x):",
+     "tests/test_shift_stitch.py::test_training_pooling_routes_each_window_gradient_to_one_switch"),
+    ("zoo/layers/shift_stitch.py", "        out = torch.maximum(out, rows[..., i : i + h, :])",
+     "        out = torch.maximum(out, rows[..., i - 1 : i - 1 + h, :])",
+     "tests/test_shift_stitch.py::test_inference_pooling_equals_reference_exactly"),
 ]  # fmt: skip
 
 
