@@ -11,11 +11,13 @@ class BoxMean(nn.AvgPool2d):
     """Mean over the k x k window around every pixel; near a border, over the pixels inside.
 
     The same as `nn.AvgPool2d(k, stride=1, padding=k // 2, count_include_pad=False)` (it is one,
-    for the receptive-field tracer), computed as a k x 1 then a 1 x k mean: k + k reads per pixel
-    instead of k * k (a 29x29 window: 58 instead of 841). Both passes exclude the padding, and the
-    count of a clipped rectangle is the product of its row and column counts, so this is exact.
-    Fastest on channels_last input (an ad hoc A/B: about 3x a cumulative-sum version, forward and
-    backward, at 32x48x64x84).
+    for the receptive-field tracer), computed as window sums by two depthwise convolutions with a
+    k x 1 and a 1 x k kernel of ones, divided by each window's pixel count: k + k reads per pixel
+    instead of k * k, in fp32 or wider whatever the input's dtype (returned in that dtype). oneDNN's
+    depthwise convolution is 2-4x faster than PyTorch 2.13's CPU average pooling here, forward
+    and backward, and it has no slow bf16 backward (32x48x64x84, a 29x29 window: 9 ms against 30
+    in fp32; forward + backward in bf16 23 ms against 100; measured ad hoc); a cumulative-sum
+    version was slower than either.
     """
 
     def __init__(self, kernel_size: int) -> None:
@@ -27,10 +29,17 @@ class BoxMean(nn.AvgPool2d):
         if x.dim() != 4:
             raise ValueError(f"BoxMean expects (N, C, H, W), found shape {tuple(x.shape)}")
         k, r = self.kernel_size, self.kernel_size // 2
-        dtype = x.dtype
-        if dtype == torch.bfloat16 and x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad:
-            # PyTorch 2.13's CPU bf16 average-pool backward is slow: in fp32, with the two casts,
-            # forward + backward took 71 ms instead of 125 (32x48x64x84, a 29x29 window)
-            x = x.float()
-        rows = F.avg_pool2d(x, (k, 1), stride=1, padding=(r, 0), count_include_pad=False)
-        return F.avg_pool2d(rows, (1, k), stride=1, padding=(0, r), count_include_pad=False).to(dtype)
+        c, h, w = x.shape[1:]
+        dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 and fp16 sum in fp32, fp64 in fp64
+        with torch.autocast(x.device.type, enabled=False):  # autocast would round the sums to bf16
+            ones = torch.ones(c, 1, k, 1, dtype=dtype, device=x.device)
+            rows = F.conv2d(x.to(dtype), ones, padding=(r, 0), groups=c)
+            sums = F.conv2d(rows, ones.transpose(2, 3), padding=(0, r), groups=c)
+            counts = _window_counts(h, k, x.device, dtype)[:, None] * _window_counts(w, k, x.device, dtype)
+            return (sums / counts).to(x.dtype)
+
+
+def _window_counts(n: int, k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """How many of n positions a centred window of k covers, at each position."""
+    i, r = torch.arange(n, device=device), k // 2
+    return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).to(dtype)
