@@ -121,6 +121,40 @@ def test_init_from_starts_the_fit_from_given_weights(tmp_path):
         trainer.fit(other, datamodule=tiny_data())
 
 
+class _WeightsAtEvalStart(pl.Callback):
+    def on_validation_start(self, trainer, module):
+        self.state = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+    on_test_start = on_validation_start
+
+
+def test_init_from_is_what_validate_and_test_score_and_a_fit_tests_what_it_trained(tmp_path):
+    source = zoo.create_model("vgg4_dilated", widths=[8, 8, 8, 8])
+    with torch.no_grad():
+        for t in source.state_dict().values():
+            if t.is_floating_point():
+                t.uniform_(-1, 1)
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    expected = source.state_dict()
+    for run in ("validate", "test"):  # no --ckpt_path: init_from's weights, not a fresh model's
+        seen = _WeightsAtEvalStart()
+        module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, init_from=str(path))
+        trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path)
+        getattr(trainer, run)(module, datamodule=tiny_data())
+        assert all(torch.equal(seen.state[k], expected[k]) for k in expected), run
+    # a fit then a test of the same module: the test sees the trained weights, not init_from again
+    module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, init_from=str(path))
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=tiny_data())
+    trained = {k: v.clone() for k, v in module.model.state_dict().items()}
+    assert not all(torch.equal(trained[k], expected[k]) for k in expected)
+    seen = _WeightsAtEvalStart()
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path)
+    trainer.test(module, datamodule=tiny_data())
+    assert all(torch.equal(seen.state[k], trained[k]) for k in trained)
+
+
 def test_init_parts_features_takes_only_the_backbone(tmp_path):
     from zoo.checkpoint import save_shipped
 

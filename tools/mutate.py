@@ -69,6 +69,8 @@ MUTATIONS = [
      "tests/test_shift_stitch.py::test_inference_pooling_equals_reference_exactly"),
     ("zoo/layers/pool.py", "dtype = torch.promote_types(x.dtype, torch.float32)", "dtype = torch.float32",
      "tests/test_layers.py::test_box_mean_equals_window_means"),
+    ("zoo/module.py", "self.trainer.ckpt_path is None and self.initialised_from is None:", "self.trainer.ckpt_path is None:",
+     "tests/test_training.py::test_init_from_is_what_validate_and_test_score_and_a_fit_tests_what_it_trained"),
 ]  # fmt: skip
 
 

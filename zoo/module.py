@@ -89,8 +89,9 @@ class SegmentationModule(pl.LightningModule):
         channels_last: keep the model's channels_last weights (as `zoo.create_model` makes them;
             measured faster on CPU and GPU); False converts them to NCHW.
         compile: wrap the model in `torch.compile`.
-        init_from: start a fit from these weights (`zoo.checkpoint.init_weights_from`), e.g. a
-            second, lower-rate stage; ignored when resuming.
+        init_from: the weights to start from (`zoo.checkpoint.init_weights_from`), e.g. a
+            second, lower-rate stage, or the weights `validate`/`test`/`predict` score; loaded
+            once, before anything else runs, and ignored when `--ckpt_path` gives a checkpoint.
         init_parts: "all" or "features" (see `init_weights_from`).
         freeze: "features" trains only the head (`ZooModel.freeze_features`).
     """
@@ -136,6 +137,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_scores: dict | None = None
+        self.initialised_from: str | None = None  # init_from, once loaded
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, weights_only: bool = True, **kwargs):
@@ -160,10 +162,6 @@ class SegmentationModule(pl.LightningModule):
         hp = checkpoint.get("hyper_parameters", {})
         checkpoint["hyper_parameters"] = {k: v for k, v in hp.items() if not callable(v)}
 
-    def on_fit_start(self) -> None:
-        if self.hparams.init_from and self.trainer.ckpt_path is None:
-            init_weights_from(self.model, self.hparams.init_from, self.hparams.init_parts)
-
     def on_train_start(self) -> None:
         # a resumed one-cycle keeps the length it was built with and cannot run longer; say so
         # instead of failing at the step past its end
@@ -177,6 +175,10 @@ class SegmentationModule(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
+        # at the first stage only: the test after a fit must keep the trained weights
+        if self.hparams.init_from and self.trainer.ckpt_path is None and self.initialised_from is None:
+            init_weights_from(self.model, self.hparams.init_from, self.hparams.init_parts)
+            self.initialised_from = self.hparams.init_from
         if self.hparams.class_weights == "median_frequency" and self.class_weight is None:
             labels = torch.from_numpy(self.trainer.datamodule.splits["train"][1])
             self.class_weight = median_frequency_weights(labels, self.num_classes).to(self.device)
