@@ -117,14 +117,13 @@ class ZooCLI(LightningCLI):
             return
         ckpt = self.trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt else ""
-        if best and Path(best).is_file():
-            self.tested = best
-        else:
-            # a fit resumed from another folder inherits the old run's best path, which may be
-            # gone; the weights the fit ended with are tested instead, and results.json says so
-            self.tested = "the fit's final weights"
+        # a fit resumed from another folder inherits the old run's best path, which may be gone;
+        # then the weights the fit ended with are tested, and results.json says so
+        on_disk = bool(best) and Path(best).is_file()
+        self.tested = best if on_disk else "the fit's final weights"
+        if not on_disk:
             print(f"note: the best checkpoint on record ({best or 'none'}) is not on disk: testing {self.tested}")
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if self.tested == best else None)
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if on_disk else None)
         self.write_results()
 
     def after_test(self) -> None:

@@ -69,7 +69,6 @@ def _max_pool_stride1(x: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-
 class ShiftStitch(nn.Module):
     """Max-pool with stride k at all k*k offsets, run `body` on each, stitch back to full resolution.
 
