@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
 from zoo.layers import BoxMean, ContextHead
@@ -45,6 +46,35 @@ def test_box_mean_keeps_layout_free_results_and_dtype():
     out.backward(torch.ones_like(out))
     assert out.dtype == xb.grad.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), box(xb.detach().float()), atol=0.01, rtol=0.01)
+
+
+class _ConvolutionDtypes(TorchDispatchMode):
+    """Records the input dtype of every convolution run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dtypes: list[torch.dtype] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution.default:
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_box_mean_sums_bf16_inference_in_bf16_and_training_in_fp32(requires_grad):
+    # bf16 inference sums in bf16 tensors (oneDNN accumulates in fp32): a few bf16 roundings of
+    # the mean; with autograd recording, fp32 sums and one rounding at the end
+    x = torch.rand(2, 4, 31, 33, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    xb = x.bfloat16().requires_grad_(requires_grad)
+    expected = _window_mean_loops(xb.detach().double().numpy(), 29)
+    with _ConvolutionDtypes() as seen:
+        out = BoxMean(29)(xb)
+    assert seen.dtypes == [torch.float32 if requires_grad else torch.bfloat16] * 2
+    assert out.dtype == torch.bfloat16
+    ulp = 2.0**-8  # the largest relative error of one rounding to bf16 (8 significant bits)
+    rtol = ulp if requires_grad else 3 * ulp  # one rounding at the end; or the rows, the sums and the product too
+    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=rtol)
 
 
 def test_box_mean_gradient_is_the_transposed_window():

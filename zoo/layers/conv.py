@@ -97,15 +97,24 @@ def fused_dtype(x: torch.Tensor) -> torch.dtype:
 def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:
     """oneDNN's fused convolution: CPU, fp32 or bf16, nothing for autograd to record, not traced."""
     return (
-        not is_traced(x)
+        eager_inference(x, module)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and all(p.dtype in (torch.float32, torch.bfloat16) for p in module.parameters())
-        and not (
-            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
-        )
         and torch.backends.mkldnn.is_available()
     )
+
+
+def eager_inference(x: torch.Tensor, module: nn.Module | None = None) -> bool:
+    """Whether a call on `x` (with `module`'s parameters) runs eagerly with nothing for autograd to record.
+
+    The condition of the inference-only fast paths: no gradient can be asked of what they
+    compute, and no trace or export sees them (`is_traced`).
+    """
+    if is_traced(x):  # first: a traced tensor's attributes are symbolic
+        return False
+    params = () if module is None else module.parameters()
+    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
 
 
 def is_traced(x: torch.Tensor) -> bool:

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.layers.conv import is_traced
+from zoo.layers.conv import eager_inference
 
 
 def space_to_batch(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -51,7 +51,7 @@ def _batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
 
 def _max_pool_stride1(x: torch.Tensor, k: int) -> torch.Tensor:
     """k x k max pooling at stride 1 (no padding) of an already padded map."""
-    if is_traced(x) or (torch.is_grad_enabled() and x.requires_grad):
+    if not eager_inference(x):
         # autograd keeps max pooling's switches (one winner per window; torch.maximum would split
         # the gradient between ties), and traced graphs and exports keep one MaxPool node
         return F.max_pool2d(x, k, stride=1)
