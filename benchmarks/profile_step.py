@@ -7,7 +7,8 @@ Three measurements of one model as `create_model` returns it (64x84, batch 32, A
   ReLU and the rest;
 - an ablation: the step with batch norm + ReLU removed, which bounds what a fused
   batch-norm + ReLU kernel could win;
-- batch-norm backward alone per channel count, channels_last against NCHW (the layer widths).
+- batch-norm backward alone per channel count, channels_last against NCHW (the layer widths,
+  and 64 and 96 for reference), in milliseconds and per element.
 """
 
 from __future__ import annotations
@@ -126,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 5
     bare = make_step(without_norm_and_relu(zoo.create_model(args.model)).train(), batch, h, w, args.bf16)
     bare_ms = 1e3 * statistics.median(timed(bare, "cpu", warmup=2, reps=reps))
-    widths = sorted({m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)})
-    bn = {
-        c: {
+    # the model's widths, and multiples of 32 for reference: per element, PyTorch 2.13's bf16
+    # channels_last kernels are several times slower at widths that are not
+    widths = sorted({m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)} | {64, 96})
+    bn = {}
+    for c in widths:
+        bn[c] = {
             "channels_last_ms": bn_backward_ms(c, batch, h, w, torch.channels_last, reps, dtype),
             "nchw_ms": bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps, dtype),
         }
-        for c in widths
-    }
+        elements = batch * c * h * w
+        bn[c] |= {f"{k[:-3]}_ns_per_element": 1e6 * v / elements for k, v in list(bn[c].items())}
 
     peak = matmul_peak("cpu", dtype)
     train_flops = 3 * 2 * macs_per_image(zoo.create_model(args.model), h, w) * batch  # per step
@@ -149,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     print("| operators (profiler, self time) | ms per step |\n|---|---:|")
     for name, ms in groups.items():
         print(f"| {name} | {ms:.1f} |")
-    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms |\n|---:|---:|---:|")
+    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms | channels_last ns/element | NCHW ns/element |")
+    print("|---:|---:|---:|---:|---:|")
     for c, r in bn.items():
-        print(f"| {c} | {r['channels_last_ms']:.2f} | {r['nchw_ms']:.2f} |")
+        print(
+            f"| {c} | {r['channels_last_ms']:.2f} | {r['nchw_ms']:.2f} "
+            f"| {r['channels_last_ns_per_element']:.2f} | {r['nchw_ns_per_element']:.2f} |"
+        )
     write_json(
         json_path,
         {

@@ -41,7 +41,7 @@ def test_box_mean_keeps_layout_free_results_and_dtype():
     half = box(x.bfloat16())
     assert half.dtype == torch.bfloat16
     torch.testing.assert_close(half.float(), box(x), atol=0.05, rtol=0.02)
-    xb = x.bfloat16().requires_grad_()  # training in bf16: the sums run in fp32, dtypes stay bf16
+    xb = x.bfloat16().requires_grad_()  # training in bf16: output and gradient stay bf16
     out = box(xb)
     out.backward(torch.ones_like(out))
     assert out.dtype == xb.grad.dtype == torch.bfloat16
@@ -62,19 +62,31 @@ class _ConvolutionDtypes(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_box_mean_sums_bf16_inference_in_bf16_and_training_in_fp32(requires_grad):
-    # bf16 inference sums in bf16 tensors (oneDNN accumulates in fp32): a few bf16 roundings of
-    # the mean; with autograd recording, fp32 sums and one rounding at the end
+def test_box_mean_sums_bf16_in_bf16(requires_grad):
+    # bf16 input sums in bf16 tensors (oneDNN accumulates in fp32), in inference and training
+    # alike: four bf16 roundings of the mean (row sums, window sums, reciprocal count, product)
     x = torch.rand(2, 4, 31, 33, generator=torch.Generator().manual_seed(0)) * 3 + 1
     xb = x.bfloat16().requires_grad_(requires_grad)
     expected = _window_mean_loops(xb.detach().double().numpy(), 29)
     with _ConvolutionDtypes() as seen:
         out = BoxMean(29)(xb)
-    assert seen.dtypes == [torch.float32 if requires_grad else torch.bfloat16] * 2
-    assert out.dtype == torch.bfloat16
+    assert seen.dtypes == [torch.bfloat16] * 2 and out.dtype == torch.bfloat16
     ulp = 2.0**-8  # the largest relative error of one rounding to bf16 (8 significant bits)
-    rtol = ulp if requires_grad else 3 * ulp  # one rounding at the end; or the rows, the sums and the product too
-    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=rtol)
+    np.testing.assert_allclose(out.detach().double().numpy(), expected, rtol=4 * ulp)
+    if requires_grad:  # the gradient is the transposed window (see the test below), in bf16 too
+        weights = torch.rand(out.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+        out.backward(weights)
+        xd = xb.detach().double().requires_grad_()
+        BoxMean(29)(xd).backward(weights.double())
+        assert xb.grad.dtype == torch.bfloat16
+        np.testing.assert_allclose(xb.grad.double().numpy(), xd.grad.numpy(), rtol=4 * ulp)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_box_mean_sums_other_floats_in_fp32(dtype):
+    with _ConvolutionDtypes() as seen:
+        out = BoxMean(5)(torch.rand(1, 2, 9, 9, dtype=dtype))
+    assert seen.dtypes == [torch.float32] * 2 and out.dtype == dtype
 
 
 def test_box_mean_gradient_is_the_transposed_window():
