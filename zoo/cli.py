@@ -35,8 +35,7 @@ def default_precision(accelerator: str = "auto") -> str:
 
     GPU: bf16 autocast, fp16 on GPUs without bf16. CPU: bf16 autocast where the processor has
     bf16 instructions (1.5-2x faster training steps for the full-resolution models here,
-    benchmarks/run.py), fp32 where it would
-    be emulated.
+    benchmarks/run.py), fp32 where it would be emulated.
     Weights, batch-norm statistics and the loss stay fp32 under autocast.
     """
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
