@@ -248,7 +248,15 @@ def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
         "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(LEGACY),
     ]  # fmt: skip
     assert main(["test", *config, *legacy_run, "--trainer.default_root_dir", str(tmp_path / "test")]) == 0
-    assert json.loads((tmp_path / "test" / "test_results.json").read_text())["test"]["digit_miou"] >= 0
+    tested = json.loads((tmp_path / "test" / "test_results.json").read_text())
+    assert tested["test"]["digit_miou"] >= 0 and tested["tested"] == str(LEGACY)
+    # the results name what was scored: init_from's weights, or a model as it was built
+    without_ckpt = legacy_run[:-2]
+    runs = {"init": (["--model.init_from", str(LEGACY)], str(LEGACY)), "fresh": ([], "a freshly initialised model")}
+    for name, (extra, expected) in runs.items():
+        out = tmp_path / name
+        assert main(["test", *config, *without_ckpt, *extra, "--trainer.default_root_dir", str(out)]) == 0
+        assert json.loads((out / "test_results.json").read_text())["tested"] == expected
     # the finished run resumes with today's optimizer and one-cycle configuration: states load;
     # the best checkpoint it records lived in the folder that wrote it (/tmp/legacy), which is not
     # on this machine, so the fit's own final weights are tested and results.json says so
