@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| operators (profiler, self time) | ms per step |\n|---|---:|")
     for name, ms in groups.items():
         print(f"| {name} | {ms:.1f} |")
-    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms | channels_last ns/element | NCHW ns/element |")
-    print("|---:|---:|---:|---:|---:|")
+    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms | channels_last ns/element |", end="")
+    print(" NCHW ns/element |\n|---:|---:|---:|---:|---:|")
     for c, r in bn.items():
         print(
             f"| {c} | {r['channels_last_ms']:.2f} | {r['nchw_ms']:.2f} "

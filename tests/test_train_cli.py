@@ -252,7 +252,10 @@ def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
     assert tested["test"]["digit_miou"] >= 0 and tested["tested"] == str(LEGACY)
     # the results name what was scored: init_from's weights, or a model as it was built
     without_ckpt = legacy_run[:-2]
-    runs = {"init": (["--model.init_from", str(LEGACY)], str(LEGACY)), "fresh": ([], "a freshly initialised model")}
+    runs = {
+        "init": (["--model.init_from", str(LEGACY)], str(LEGACY)),
+        "fresh": ([], "a freshly initialised model"),
+    }
     for name, (extra, expected) in runs.items():
         out = tmp_path / name
         assert main(["test", *config, *without_ckpt, *extra, "--trainer.default_root_dir", str(out)]) == 0

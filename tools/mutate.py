@@ -75,8 +75,8 @@ MUTATIONS = [
      "tests/test_layers.py::test_box_mean_sums_other_floats_in_fp32[dtype0]"),
     ("zoo/module.py", "self.trainer.ckpt_path is None and self.initialised_from is None:", "self.trainer.ckpt_path is None:",
      "tests/test_training.py::test_init_from_is_what_validate_and_test_score_and_a_fit_tests_what_it_trained"),
-    ("zoo/cli.py", "str(self.trainer.ckpt_path or self.model.initialised_from or",
-     "str(self.model.initialised_from or",
+    ("zoo/cli.py", "scored = self.trainer.ckpt_path or self.model.initialised_from",
+     "scored = self.model.initialised_from",
      "tests/test_train_cli.py::test_train_py_tests_and_resumes_a_string_option_checkpoint"),
 ]  # fmt: skip
 

@@ -128,7 +128,8 @@ class ZooCLI(LightningCLI):
 
     def after_test(self) -> None:
         # what was scored: --ckpt_path, else --model.init_from, else the model as it was built
-        self.tested = str(self.trainer.ckpt_path or self.model.initialised_from or "a freshly initialised model")
+        scored = self.trainer.ckpt_path or self.model.initialised_from
+        self.tested = str(scored or "a freshly initialised model")
         self.write_results("test_results")  # a later `test` leaves the fit's results.json as it was
 
     def write_results(self, stem: str = "results") -> None:

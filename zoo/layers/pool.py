@@ -21,11 +21,11 @@ class BoxMean(nn.AvgPool2d):
     The sums run in fp32 (fp64 for fp64 input) and come back in the input's dtype, except for
     bf16 input, which sums in bf16 tensors: oneDNN still accumulates each window in fp32, but
     rounds the row sums, the window sums, the reciprocal counts and the product to bf16 (under
-    1.6% of the value in all), and no fp32 copy of the input or of its gradient is made. `vgg4_dilated_context` ran
-    1.85x its fp32 speed in bf16 inference with them (1.64x with fp32 sums) and about 9% faster
-    bf16 training steps (same-turn A/B, ad hoc); its bf16 gradients differ from fp32's as much
-    as with fp32 sums (1-7% per tensor either way), and its bf16 and fp32 training runs reach the
-    same test accuracy (README, Training).
+    1.6% of the value in all), and no fp32 copy of the input or of its gradient is made.
+    `vgg4_dilated_context` ran 1.85x its fp32 speed in bf16 inference with them (1.64x with fp32
+    sums) and about 9% faster bf16 training steps (same-turn A/B, ad hoc); its bf16 gradients
+    differ from fp32's as much as with fp32 sums (1-7% per tensor either way), and its bf16 and
+    fp32 training runs reach the same test accuracy (README, Training).
     """
 
     def __init__(self, kernel_size: int) -> None:
