@@ -132,12 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     widths = sorted({m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)} | {64, 96})
     bn = {}
     for c in widths:
-        bn[c] = {
-            "channels_last_ms": bn_backward_ms(c, batch, h, w, torch.channels_last, reps, dtype),
-            "nchw_ms": bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps, dtype),
-        }
+        last = bn_backward_ms(c, batch, h, w, torch.channels_last, reps, dtype)
+        nchw = bn_backward_ms(c, batch, h, w, torch.contiguous_format, reps, dtype)
         elements = batch * c * h * w
-        bn[c] |= {f"{k[:-3]}_ns_per_element": 1e6 * v / elements for k, v in list(bn[c].items())}
+        bn[c] = {
+            "channels_last_ms": last,
+            "nchw_ms": nchw,
+            "channels_last_ns_per_element": 1e6 * last / elements,
+            "nchw_ns_per_element": 1e6 * nchw / elements,
+        }
 
     peak = matmul_peak("cpu", dtype)
     train_flops = 3 * 2 * macs_per_image(zoo.create_model(args.model), h, w) * batch  # per step

@@ -242,16 +242,16 @@ def test_a_checkpoint_of_the_string_option_era_still_loads(tmp_path):
 
 def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
     config = ["--config", str(ROOT / "configs" / "vgg4_dilated.yaml")]
-    legacy_run = [
+    without_ckpt = [
         "--model.model_kwargs", json.dumps({"widths": WIDTHS}), "--data.data_dir", "null", "--data.batch_size", "4",
         "--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.recompose", "true",
-        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", "--ckpt_path", str(LEGACY),
+        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
+    legacy_run = [*without_ckpt, "--ckpt_path", str(LEGACY)]
     assert main(["test", *config, *legacy_run, "--trainer.default_root_dir", str(tmp_path / "test")]) == 0
     tested = json.loads((tmp_path / "test" / "test_results.json").read_text())
     assert tested["test"]["digit_miou"] >= 0 and tested["tested"] == str(LEGACY)
     # the results name what was scored: init_from's weights, or a model as it was built
-    without_ckpt = legacy_run[:-2]
     runs = {
         "init": (["--model.init_from", str(LEGACY)], str(LEGACY)),
         "fresh": ([], "a freshly initialised model"),
