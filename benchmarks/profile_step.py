@@ -29,7 +29,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py b
 from run import macs_per_image, matmul_peak, timed, write_json  # noqa: E402
 
 import zoo  # noqa: E402
-from zoo.cpu import avoid_bf16_conv_fault, has_bf16, keep_freed_memory  # noqa: E402
+from zoo.cpu import has_bf16, keep_freed_memory  # noqa: E402
 
 GROUPS = {
     "convolution": ("convolution",),
@@ -44,8 +44,6 @@ def make_step(model: nn.Module, batch: int, h: int, w: int, bf16: bool = False):
     x = torch.rand(batch, model.in_channels, h, w)
     y = torch.randint(0, model.num_classes, (batch, h, w))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    if bf16:
-        avoid_bf16_conv_fault(model)  # as train.py's bf16 training does
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

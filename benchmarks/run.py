@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import zoo  # noqa: E402
-from zoo.cpu import avoid_bf16_conv_fault, has_bf16, keep_freed_memory  # noqa: E402
+from zoo.cpu import has_bf16, keep_freed_memory  # noqa: E402
 
 SIZES = {
     "64x84": (32, 64, 84),
@@ -168,8 +168,6 @@ def _workload(name: str, size: str, device: str, mode: dict) -> tuple[torch.nn.M
         model.set_grad_checkpointing()
     if mode.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    if mode.get("bf16") and device == "cpu":
-        avoid_bf16_conv_fault(model)  # as bf16 training does (zoo.module); inference takes the fused path
     run = torch.compile(model) if mode.get("compile") else model
     x = torch.rand(batch, model.in_channels, h, w, device=device)
     if mode.get("channels_last"):

@@ -1,13 +1,15 @@
-"""CPU runtime: an explicit malloc setting for speed, bf16 detection, and a oneDNN bf16 workaround."""
+"""CPU runtime: a malloc setting for speed, bf16 detection, and the rule and probe of a oneDNN bf16 fault."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import sys
-import types
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
@@ -50,45 +52,99 @@ def has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def _padded_conv_forward(
-    conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    # zero input channels up to a multiple of 16 on both operands: the same result, and a shape
-    # whose bf16 channels_last weight gradient oneDNN computes right
-    pad = (0, 0, 0, 0, 0, -conv.in_channels % 16)
-    x = nn.functional.pad(x, pad).contiguous(memory_format=torch.channels_last)
-    weight = nn.functional.pad(weight, pad).contiguous(memory_format=torch.channels_last)
-    return nn.Conv2d._conv_forward(conv, x, weight, bias)
+# Run in a child process: at some shapes the fault reads out of bounds and crashes the process.
+# Prints the relative weight-gradient error of a dilated bf16 channels_last convolution against
+# fp32 on the same rounded operands, for 24 input channels in one group and depthwise.
+_BF16_CONV_PROBE = """
+import torch, torch.nn.functional as F
+torch.manual_seed(0)
+for groups, out_channels in ((1, 16), (24, 24)):
+    x = torch.randn(1, 24, 32, 32).bfloat16().contiguous(memory_format=torch.channels_last)
+    w = torch.randn(out_channels, 24 // groups, 3, 3).bfloat16()
+    w = w.contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = F.conv2d(x, w, None, 1, 2, 2, groups)
+    g = torch.randn_like(y)
+    y.backward(g)
+    w32 = w.detach().float().requires_grad_()
+    F.conv2d(x.float(), w32, None, 1, 2, 2, groups).backward(g.float())
+    print(float((w.grad.float() - w32.grad).norm() / w32.grad.norm()))
+"""
+_bf16_conv_fault: bool | None = None  # None: not probed yet
 
 
-def _nchw_input(module: nn.Module, args: tuple) -> tuple:
-    return (args[0].contiguous(),) + args[1:]
+@torch.compiler.disable
+def bf16_conv_fault() -> bool:
+    """Whether this PyTorch computes wrong bf16 channels_last weight gradients for dilated convolutions.
 
-
-def avoid_bf16_conv_fault(model: nn.Module) -> list[str]:
-    """Work around the convolutions whose bf16 channels_last weight gradient oneDNN gets wrong.
-
-    Measured with PyTorch 2.13 on an AVX512-BF16 CPU: a dilated 3x3 convolution whose input
-    channels per group are not a multiple of 16 returns a wrong weight gradient in bf16
-    channels_last (relative error 0.6-1.4 at dilation 2, often non-finite from dilation 4; at
-    batch 8 as at 32): 20, 24, 40, 56 or 72 channels in one group, depthwise at any width. One
-    group of 4-12 channels was right; it is included as a margin. NCHW is right.
-    An ungrouped one runs on input and weight zero-padded to the next multiple of 16 channels:
-    the same values and gradients, a third more arithmetic for 24 channels, but channels_last
-    throughout (running it in NCHW instead cost vgg4_dilated's bf16 step ~15%, mostly in the
-    layout conversions around it). A grouped one gets NCHW weights and inputs. Parameters and
-    state dict are unchanged; tests/test_bf16.py checks every convolution of every model.
-    For training only: inference takes the fused path. Returns the names of the convolutions changed.
+    oneDNN's fault (`tools/bf16_conv_fault.py` reproduces it without the zoo): a dilated
+    convolution whose input channels per group are not a multiple of 16 gets a wrong, often
+    non-finite, weight gradient in bf16 channels_last, and some shapes crash the process. Probed
+    once per process, in a child process, the first time a training step could hit it; a probe
+    that cannot run counts as the fault (the way around it is always correct).
+    `ZOO_BF16_CONV_FAULT=1` or `0` states the answer instead of probing.
     """
-    changed = []
-    for name, conv in model.named_modules():
-        if isinstance(conv, nn.Conv2d) and max(conv.dilation) >= 2 and (conv.in_channels // conv.groups) % 16:
-            if conv.groups == 1:
-                conv._conv_forward = types.MethodType(_padded_conv_forward, conv)
-            else:
-                # clone: a depthwise weight (C, 1, k, k) counts as contiguous in either layout
-                conv.weight.data = conv.weight.data.clone(memory_format=torch.contiguous_format)
-                if not getattr(conv, "_nchw_hook", None):
-                    conv._nchw_hook = conv.register_forward_pre_hook(_nchw_input)
-            changed.append(name)
-    return changed
+    global _bf16_conv_fault
+    if _bf16_conv_fault is None:
+        stated = os.environ.get("ZOO_BF16_CONV_FAULT")
+        _bf16_conv_fault = stated != "0" if stated in ("0", "1") else _probe_bf16_conv_fault()
+    return _bf16_conv_fault
+
+
+def _probe_bf16_conv_fault() -> bool:
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", _BF16_CONV_PROBE], capture_output=True, text=True, timeout=120
+        )
+        errors = [float(line) for line in run.stdout.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return True
+    # the fault's errors are 0.6-1.4 or non-finite; bf16's own rounding gives about 0.002
+    return run.returncode != 0 or len(errors) != 2 or not all(e < 0.05 for e in errors)
+
+
+def autocast_bf16() -> bool:
+    """Whether CPU autocast to bf16 is on."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def has_bf16_fault_shape(conv: nn.Conv2d) -> bool:
+    """Dilated, with input channels per group not a multiple of 16: the shapes the fault hits."""
+    return max(conv.dilation) >= 2 and (conv.in_channels // conv.groups) % 16 != 0
+
+
+def bf16_conv_fault_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """Whether `conv(x)` would hit oneDNN's bf16 weight-gradient fault (`bf16_conv_fault`).
+
+    The rule: a dilated convolution with input channels per group not a multiple of 16, on the
+    CPU, computing in bf16, with a weight gradient to compute, on a PyTorch whose probe shows the
+    fault. Everything but the probe is a few attribute reads, so fp32, inference and CUDA cost
+    nothing; the probe runs only when all the rest holds.
+    """
+    return (
+        has_bf16_fault_shape(conv)
+        and not isinstance(x, torch.fx.Proxy)
+        and x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and conv.weight.requires_grad
+        and (autocast_bf16() or x.dtype == torch.bfloat16 or conv.weight.dtype == torch.bfloat16)
+        and bf16_conv_fault()
+    )
+
+
+def conv2d_avoiding_bf16_fault(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` computed in a form whose bf16 weight gradient oneDNN gets right.
+
+    Ungrouped: input and weight zero-padded to the next multiple of 16 channels, channels_last
+    (the same values and gradients; a third more arithmetic at 24 channels, but no layout
+    conversions, which cost vgg4_dilated's step more when it ran in NCHW). Grouped: NCHW input
+    and weight, the layout without the fault (a depthwise weight (C, 1, k, k) counts as
+    contiguous in either layout, hence the clone).
+    """
+    if conv.groups == 1:
+        pad = (0, 0, 0, 0, 0, -conv.in_channels % 16)
+        x = F.pad(x, pad).contiguous(memory_format=torch.channels_last)
+        weight = F.pad(conv.weight, pad).contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous()
+        weight = conv.weight.clone(memory_format=torch.contiguous_format)
+    return conv._conv_forward(x, weight, conv.bias)

@@ -21,7 +21,6 @@ from torch.optim.lr_scheduler import OneCycleLR
 
 from zoo.builder import create_model
 from zoo.checkpoint import INIT_PARTS, init_weights_from, read_checkpoint, upgrade_hyperparameters
-from zoo.cpu import avoid_bf16_conv_fault
 from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
 from zoo.losses import median_frequency_weights, segmentation_loss
 from zoo.metrics import SegmentationMetrics, format_table
@@ -184,8 +183,6 @@ class SegmentationModule(pl.LightningModule):
             self.class_weight = median_frequency_weights(labels, self.num_classes).to(self.device)
         if self.hparams.channels_last is False:
             self.model.to(memory_format=torch.contiguous_format)
-        elif str(self.trainer.precision).startswith("bf16") and self.trainer.strategy.root_device.type == "cpu":
-            avoid_bf16_conv_fault(self.model)
         if self.hparams.compile:
             self.model = torch.compile(self.model)
 

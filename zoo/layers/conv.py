@@ -6,12 +6,44 @@ import torch
 import torch.fx
 import torch.nn as nn
 
+from zoo.cpu import autocast_bf16, bf16_conv_fault_applies, conv2d_avoiding_bf16_fault, has_bf16_fault_shape
+
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
     """Padding that keeps H and W for a stride-1 convolution with an odd kernel."""
     if kernel_size % 2 != 1:
         raise ValueError(f"kernel_size must be odd to keep the size, found {kernel_size}")
     return dilation * (kernel_size - 1) // 2
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` that trains right in CPU bf16: shapes hit by a oneDNN fault take a correct path.
+
+    The rule and the probe live in `zoo.cpu` (`bf16_conv_fault_applies`); everywhere else this is
+    `nn.Conv2d`, with the same parameters and state dict.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bf16_conv_fault_applies(self, x):
+            return conv2d_avoiding_bf16_fault(self, x)
+        return super().forward(x)
+
+
+def avoid_bf16_conv_fault(model: nn.Module) -> list[str]:
+    """Give a model's own `nn.Conv2d` layers the zoo's protection from the bf16 fault.
+
+    Zoo models need no call: their convolutions are `Conv2d`, which take the correct path by
+    themselves. This turns the plain `nn.Conv2d` layers of any other model into that class
+    (parameters and state dict unchanged) and returns the names of the convolutions the rule
+    covers. (It lived in `zoo.cpu` while it patched layers, and only `train.py` called it.)
+    """
+    covered = []
+    for name, conv in model.named_modules():
+        if type(conv) is nn.Conv2d:
+            conv.__class__ = Conv2d
+        if isinstance(conv, nn.Conv2d) and has_bf16_fault_shape(conv):
+            covered.append(name)
+    return covered
 
 
 class ConvBNAct(nn.Sequential):
@@ -36,7 +68,7 @@ class ConvBNAct(nn.Sequential):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = Conv2d(
             in_channels,
             out_channels,
             kernel_size,
@@ -90,8 +122,7 @@ class ConvBNAct(nn.Sequential):
 
 def fused_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the fused CPU path computes in: bf16 for bf16 inputs or under CPU bf16 autocast."""
-    autocast_bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    return torch.bfloat16 if x.dtype == torch.bfloat16 or autocast_bf16 else torch.float32
+    return torch.bfloat16 if x.dtype == torch.bfloat16 or autocast_bf16() else torch.float32
 
 
 def _fast_inference_ok(x: torch.Tensor, module: nn.Module) -> bool:

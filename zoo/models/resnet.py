@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from zoo.data.m2nist import NUM_CLASSES
-from zoo.layers.conv import ConvBNAct, same_padding
+from zoo.layers.conv import Conv2d, ConvBNAct, same_padding
 from zoo.models.base import ZooModel, check_widths, layer_ints, positive_ints
 from zoo.registry import register_model
 
@@ -31,9 +31,9 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         pad = same_padding(3, dilation)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, pad, dilation, bias=False)
+        self.conv1 = Conv2d(in_channels, out_channels, 3, stride, pad, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, pad, dilation, bias=False)
+        self.conv2 = Conv2d(out_channels, out_channels, 3, 1, pad, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()

@@ -70,7 +70,7 @@ def _pair(v) -> Pair:
 
 class _LeafTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (ShiftStitch, BoxMean)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (nn.Conv2d, ShiftStitch, BoxMean)) or super().is_leaf_module(m, qualname)
 
 
 _STATE = tuple[Pair, Pair]  # (rf, jump)
