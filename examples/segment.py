@@ -1,10 +1,14 @@
-"""Segment a grayscale PNG with a pretrained zoo model and write a coloured label PNG.
+"""Segment an image file with a zoo model and write a coloured label PNG.
 
     python examples/segment.py digits.png mask.png --model vgg4_dilated
+    python examples/segment.py photo.jpg labels.png --checkpoint checkpoints/runs/mine/best.ckpt
 
 Any image size works (the models are fully convolutional); `--tile 512` bounds the memory by the
 tile for large scans, with the same labels as the whole image at once (see `zoo.predict`).
-Colour PNGs are converted to grayscale; digits should be bright on a dark background, as in M2NIST.
+The image is read as the model takes it: grayscale for a one-channel model (the shipped M2NIST
+weights: digits bright on a dark background), RGB for a three-channel one (e.g. trained with
+`--data FolderSegmentation` on photographs); `zoo.predict` applies the normalisation the model
+was trained with.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from zoo.viz import colorize
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("image", help="input PNG")
-    parser.add_argument("out", help="output PNG: the labels in colour, digits 0-9, background black")
+    parser.add_argument("image", help="input image (any format Pillow reads)")
+    parser.add_argument("out", help="output PNG: the labels in colour (M2NIST: digits 0-9, background black)")
     parser.add_argument(
         "--model", default="vgg4_dilated", help="a model with weights (zoo.list_models(pretrained=True))"
     )
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             zoo.load(args.checkpoint) if args.checkpoint else zoo.create_model(args.model, pretrained=True)
         )
         try:
-            image = np.asarray(Image.open(args.image).convert("L"))
+            image = Image.open(args.image).convert("L" if model.in_channels == 1 else "RGB")
         except OSError as e:
             raise ValueError(f"cannot read {args.image} as an image: {e}") from None
         labels = predict(model, image, tile=args.tile)
@@ -45,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    digits = sorted(int(d) for d in np.unique(labels) if d < 10)
-    print(f"{args.out}: {image.shape[0]}x{image.shape[1]}, digits found: {digits or 'none'}")
+    names = getattr(model, "class_names", None)
+    if names is None:  # the M2NIST weights: name the digits
+        found = f"digits found: {sorted(int(d) for d in np.unique(labels) if d < 10) or 'none'}"
+    else:
+        found = f"classes found: {', '.join(str(names[c]) for c in np.unique(labels))}"
+    print(f"{args.out}: {image.height}x{image.width}, {found}")
     return 0
 
 

@@ -229,7 +229,7 @@ def test_predict_shapes_dtypes_and_errors(small_model):
         predict(colour, rgb[:, 0])
     for bad, message in [
         (many.astype(np.float32), "expected uint8 images"),
-        (rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8), r"expected images \(H, W\) or \(N, H, W\)"),
+        (rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8), r"expected grayscale images \(H, W\) or \(N, H, W\)"),
         (rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "expected grayscale images"),
         (torch.zeros(2, 3, 8, 8), r"expected a float tensor \(N, 1, H, W\)"),
         (torch.zeros(2, 8, 8, dtype=torch.uint8), "already normalised"),

@@ -82,7 +82,8 @@ def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))
     trainer.test(module, datamodule=data)
     scores = module.test_scores
-    assert set(scores) == {"pixel_acc", "iou", "miou", "digit_miou"} and len(scores["iou"]) == 11
+    assert set(scores) == {"pixel_acc", "iou", "miou", "digit_miou", "classes"} and len(scores["iou"]) == 11
+    assert scores["classes"] == [str(d) for d in range(10)] + ["background"]
 
     ckpt = tmp_path / "last.ckpt"
     reloaded = SegmentationModule.load_from_checkpoint(ckpt, weights_only=True).eval()

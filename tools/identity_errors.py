@@ -33,7 +33,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import zoo  # noqa: E402
-from zoo.data import BACKGROUND  # noqa: E402
+from zoo.data import BACKGROUND, NUM_CLASSES  # noqa: E402
 from zoo.data.glyphs import SPLITS, glyph_pools  # noqa: E402
 from zoo.data.splits import DEFAULT_SIZES, compose, generate_splits  # noqa: E402
 from zoo.data.stats import touching_mask  # noqa: E402
@@ -43,7 +43,7 @@ LAYOUT = "scatter"
 
 
 def digit_miou(pred: np.ndarray, labels: np.ndarray) -> float:
-    metrics = SegmentationMetrics()  # the training code's metric, over the whole split
+    metrics = SegmentationMetrics(NUM_CLASSES, BACKGROUND)  # the training code's metric, over the whole split
     metrics.update(torch.from_numpy(pred), torch.from_numpy(labels))
     return float(metrics.compute()["digit_miou"])
 

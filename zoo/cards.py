@@ -25,7 +25,9 @@ class ModelCard(TypedDict, total=False):
     model_kwargs: dict  # keyword arguments for zoo.create_model
     parameters: int
     nonzero_parameters: int
-    preprocessing: dict
+    preprocessing: dict  # what images the model takes; per-channel "mean" and "std" where training used them
+    classes: list[str]  # class names, for weights trained on one's own data
+    ignore_index: int | None  # the stored mask value left out of training and scoring
     metrics: dict | None  # test scores and the split they were measured on
     data: dict  # where the training data came from, and the data module's settings
     training: dict  # command, epochs, fit time, precision, hyperparameters, earlier stages
@@ -55,6 +57,16 @@ def read_card(path: str | Path) -> ModelCard:
     if missing:
         raise ValueError(f"model card {path} lacks {', '.join(missing)}")
     return card
+
+
+def attach_card(model, card: ModelCard) -> None:
+    """Give a loaded model its card, and what `zoo.predict` reads from it: the normalisation its
+    training data used (`model.preprocessing`, where it has per-channel statistics) and its class names."""
+    model.card = card
+    if (card.get("preprocessing") or {}).get("mean") is not None:
+        model.preprocessing = card["preprocessing"]
+    if card.get("classes"):
+        model.class_names = card["classes"]
 
 
 def write_card(path: str | Path, card: ModelCard) -> Path:

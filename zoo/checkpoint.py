@@ -17,8 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zoo.builder import create_model
-from zoo.cards import CARD_VERSION, PREPROCESSING, ModelCard, read_card, sha256, write_card
-from zoo.data.m2nist import NUM_CLASSES
+from zoo.cards import CARD_VERSION, PREPROCESSING, ModelCard, attach_card, read_card, sha256, write_card
 from zoo.models.base import count_parameters
 from zoo.shipped import DEFAULT_TAG, load_safetensors_into, load_state_checked
 
@@ -54,6 +53,20 @@ def _model_state(state: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def model_kwargs_of(hparams: dict) -> dict:
+    """`create_model` keywords of a training run: its `model_kwargs` plus the class and channel
+    counts the data gave (`num_classes`, `in_channels`, recorded beside them)."""
+    kwargs = dict(hparams.get("model_kwargs") or {})
+    for key in ("num_classes", "in_channels"):
+        given = hparams.get(key)
+        if given is None:
+            continue
+        if kwargs.get(key, given) != given:
+            raise ValueError(f"model_kwargs say {key}={kwargs[key]}, but the data has {given}")
+        kwargs[key] = given
+    return kwargs
+
+
 def _model_from_pickled(obj: object, path: Path, arch: str | None, model_kwargs: dict) -> nn.Module:
     """The model a `torch.load`-ed Lightning checkpoint or plain state dict describes, weights loaded."""
     if not isinstance(obj, dict):
@@ -65,16 +78,20 @@ def _model_from_pickled(obj: object, path: Path, arch: str | None, model_kwargs:
         if arch is not None and arch != hp["arch"]:
             raise ValueError(f"{path} holds a {hp['arch']}, not a {arch}")
         arch = hp["arch"]
-        kwargs = {"num_classes": NUM_CLASSES, **(hp.get("model_kwargs") or {}), **model_kwargs}
+        kwargs = {**model_kwargs_of(hp), **model_kwargs}
         state = _model_state(obj["state_dict"])
+        data = {"preprocessing": hp.get("normalization"), "class_names": hp.get("class_names")}
     elif all(isinstance(v, torch.Tensor) for v in obj.values()):
         if arch is None:
             raise ValueError(f"{path} is a plain state dict: pass arch= (and the model's keyword arguments)")
-        kwargs, state = model_kwargs, obj
+        kwargs, state, data = model_kwargs, obj, {}
     else:
         raise ValueError(f"{path} is neither a Lightning checkpoint nor a state dict of tensors")
     model = create_model(arch, **kwargs)
     load_state_checked(model, state, str(path))
+    for key, value in data.items():  # what zoo.predict needs to treat images as training did
+        if value is not None:
+            setattr(model, key, value)
     return model
 
 
@@ -109,7 +126,7 @@ def load(
     else:
         model = _model_from_pickled(read_checkpoint(path), path, arch, model_kwargs)
     if card is not None:
-        model.card = card
+        attach_card(model, card)
     return model.to(map_location).eval()
 
 
@@ -199,6 +216,18 @@ def export(
         card["training"]["shared_recipe"] = {
             **{k: shared.get(k) for k in keep},
             "note": "the shared comparison recipe's run of this model; the model table's 'shared recipe' column",
+        }
+    hp = obj["hyper_parameters"]
+    if hp.get("class_names") is not None:  # trained on one's own data: what an application needs to know
+        channels = "grayscale" if model.in_channels == 1 else f"{model.in_channels}-channel (RGB)"
+        norm = hp.get("normalization")
+        card["classes"] = [str(n) for n in hp["class_names"]]
+        card["ignore_index"] = card["data"].get("ignore_index")
+        card["preprocessing"] = {
+            "input": f"{channels} uint8 (H, W{'' if model.in_channels == 1 else ', C'}), 0..255, any size",
+            "normalize": "x / 255" + (", then (x - mean) / std per channel" if norm else "; nothing else"),
+            "scale": 255.0,
+            **({"mean": norm["mean"], "std": norm["std"]} if norm else {}),
         }
     return save_shipped(model, out_dir, model.arch, model.model_kwargs, card, tag)
 

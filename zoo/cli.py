@@ -1,4 +1,5 @@
-"""The training command behind `train.py`: a LightningCLI over SegmentationModule + M2NISTDataModule."""
+"""The training command behind `train.py`: a LightningCLI over SegmentationModule and a data module
+(`M2NISTDataModule` by default, `--data FolderSegmentation --data.root DIR` for your own images)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -18,7 +18,8 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from zoo.callbacks import MagnitudePruning
 from zoo.checkpoint import read_checkpoint, upgrade_hyperparameters
 from zoo.cpu import has_bf16, keep_freed_memory
-from zoo.data.datamodule import M2NISTDataModule
+from zoo.data.datamodule import M2NISTDataModule, SegmentationData
+from zoo.data.folder import FolderDataError
 from zoo.inference import predict
 from zoo.models.base import count_parameters
 from zoo.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, NonFiniteLossError, SegmentationModule
@@ -27,7 +28,9 @@ from zoo.viz import read_metrics_csv, save_training_report
 RUNS = Path("checkpoints") / "runs"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 REPORT_IMAGES = 8
-HISTORY = ("train/loss_epoch", "val/loss", "val/digit_miou")  # per-epoch curves kept in results.json
+HISTORY = ("train/loss_epoch", "val/loss", "val/digit_miou", "val/miou")  # per-epoch curves kept in results.json
+# what the data tells the model (SegmentationData's attributes -> SegmentationModule's arguments)
+DATA_LINKS = ("num_classes", "in_channels", "class_names", "background", "normalization")
 
 
 def default_precision(accelerator: str = "auto") -> str:
@@ -44,7 +47,8 @@ def default_precision(accelerator: str = "auto") -> str:
 
 
 class ZooCLI(LightningCLI):
-    """`fit` trains, keeps the best (val digit mIoU) and last checkpoints, then tests the best."""
+    """`fit` trains, keeps the best (the data's `monitor`: M2NIST's digit mIoU, else mean IoU) and
+    last checkpoints, then tests the best."""
 
     resumed = False  # set by a fit given --ckpt_path
 
@@ -58,6 +62,10 @@ class ZooCLI(LightningCLI):
         )
         parser.add_lightning_class_args(MagnitudePruning, "pruning")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER, "model.lr_scheduler": DEFAULT_SCHEDULER})
+        if self.subclass_mode_data:  # M2NIST unless --data names another module (configs may give its arguments alone)
+            parser.set_defaults({"data": {"class_path": f"{M2NISTDataModule.__module__}.M2NISTDataModule"}})
+        for name in DATA_LINKS:
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI applies a checkpoint's hyperparameters over the config; zoo 0.1's spelled the
@@ -68,6 +76,16 @@ class ZooCLI(LightningCLI):
         if legacy is None:
             return super()._parse_ckpt_path()
         self.config = self.parser.parse_object({sub: {"model": legacy}}, self.config)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as e:
+            # jsonargparse reports a data module's own error inside a list of union types: say it alone
+            cause = e
+            while cause is not None and not isinstance(cause, FolderDataError):
+                cause = cause.__cause__ or cause.__context__
+            raise (cause or e) from None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -93,7 +111,7 @@ class ZooCLI(LightningCLI):
                 ModelCheckpoint(
                     dirpath=root,
                     filename="best",
-                    monitor="val/digit_miou",
+                    monitor=self.datamodule.monitor,
                     mode="max",
                     save_last=True,
                     enable_version_counter=False,
@@ -182,11 +200,11 @@ class ZooCLI(LightningCLI):
         return [versions[v] for v in sorted(versions)]
 
     def write_report(self, path: Path, curves: dict) -> Path:
-        images, labels = (np.asarray(a[:REPORT_IMAGES]) for a in self.datamodule.splits["test"])
-        predictions = predict(self.model.model, images)
-        digit_miou = self.model.test_scores["digit_miou"]
-        title = f"{self.model.hparams.arch}: test digit mIoU {digit_miou:.3f}"
-        return save_training_report(path, curves, images, labels, predictions, title)
+        images, labels = self.datamodule.report_samples(REPORT_IMAGES)
+        predictions = [predict(self.model.model, image) for image in images]
+        scores = self.model.test_scores
+        score = f"digit mIoU {scores['digit_miou']:.3f}" if "digit_miou" in scores else f"mIoU {scores['miou']:.3f}"
+        return save_training_report(path, curves, images, labels, predictions, f"{self.model.hparams.arch}: test {score}")
 
 
 def default_config() -> Path:
@@ -212,7 +230,8 @@ def main(argv: list[str] | None = None, **cli_kwargs) -> int:
     try:
         ZooCLI(
             SegmentationModule,
-            M2NISTDataModule,
+            SegmentationData,
+            subclass_mode_data=True,
             args=args,
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},

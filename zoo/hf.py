@@ -18,6 +18,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, 
 from safetensors.torch import load_file, save_file
 
 from zoo.builder import create_model
+from zoo.cards import attach_card
 from zoo.data.m2nist import CLASS_NAMES
 from zoo.shipped import load_state_checked
 
@@ -44,11 +45,14 @@ class ZooHubModel(
         self.model, self.card = model, dict(card or getattr(model, "card", None) or {})
 
     def config(self) -> dict:
-        keep = ("tag", "preprocessing", "metrics", "data", "training", "parameters")
+        keep = ("tag", "preprocessing", "classes", "ignore_index", "metrics", "data", "training", "parameters")
+        # a model loaded from a train.py checkpoint carries its data's normalisation and class names
+        known = {"preprocessing": getattr(self.model, "preprocessing", None), "classes": getattr(self.model, "class_names", None)}
         return {
             "zoo_config_version": CONFIG_VERSION,
             "arch": self.model.arch,
             "model_kwargs": dict(self.model.model_kwargs),
+            **{k: v for k, v in known.items() if v is not None},
             **{k: self.card[k] for k in keep if k in self.card},
         }
 
@@ -100,7 +104,7 @@ class ZooHubModel(
         model = create_model(config["arch"], **config["model_kwargs"])
         weights = fetch(WEIGHTS_NAME)
         load_state_checked(model, load_file(weights), str(weights))
-        model.card = config
+        attach_card(model, config)
         return cls(model.eval(), card=config)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
@@ -134,12 +138,12 @@ def model_card_text(arch: str, config: dict) -> str:
             "",
             f"## Test scores ({metrics.get('split', 'test split')})",
             "",
-            f"Digit mean IoU {metrics['digit_miou']:.4f}, mean IoU {metrics['miou']:.4f}, "
-            f"pixel accuracy {metrics['pixel_acc']:.4f}.",
+            (f"Digit mean IoU {metrics['digit_miou']:.4f}, " if "digit_miou" in metrics else "")
+            + f"mean IoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_acc']:.4f}.",
             "",
             "| class | IoU |",
             "|---|---:|",
-            *(f"| {name} | {iou:.4f} |" for name, iou in zip(CLASS_NAMES, metrics["iou"])),
+            *(f"| {name} | {iou:.4f} |" for name, iou in zip(config.get("classes") or CLASS_NAMES, metrics["iou"])),
         ]
     training = config.get("training") or {}
     if training.get("command"):

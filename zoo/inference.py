@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zoo.models.base import eval_mode
-from zoo.preprocess import as_batch
+from zoo.preprocess import as_batch, standardize
 from zoo.progress import progress_bar
 from zoo.rf import receptive_field
 
@@ -149,8 +149,11 @@ def predict(
     """Per-pixel labels for images of any size, on the model's device, without gradients.
 
     Args:
-        images: raw uint8 numpy images in 0..255, (H, W) or (N, H, W); or a float tensor already
-            normalised (N, 1, H, W), (N, H, W) or (H, W) (a C-channel model: (N, C, H, W) or (C, H, W)).
+        images: raw uint8 images in 0..255: numpy (H, W) or (N, H, W) for a grayscale model,
+            (H, W, C) or (N, H, W, C) for a C-channel one, or a PIL image; they get the model's
+            recorded normalisation (x / 255, then its per-channel mean/std if it has them). Or a
+            float tensor that is the model's input already: (N, 1, H, W), (N, H, W) or (H, W) (a
+            C-channel model: (N, C, H, W) or (C, H, W)).
         batch_size: images per forward pass.
         return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
         dtype: torch.bfloat16 computes under bf16 autocast (weights stay fp32; on a CPU the fused
@@ -169,6 +172,8 @@ def predict(
     Returns:
         int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
         N = 1), and the probabilities on request.
+
+    Raises ValueError before any work when the images' shape, dtype or mode do not fit the model.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
@@ -179,6 +184,8 @@ def predict(
     if tta not in TTA:
         raise ValueError(f"tta must be one of {TTA}, found {tta!r}")
     x, single = as_batch(images, getattr(model, "in_channels", 1))
+    if not isinstance(images, torch.Tensor):  # raw images: the normalisation the model was trained with
+        x = standardize(x, getattr(model, "preprocessing", None))
     if dtype not in (None, torch.bfloat16):
         raise ValueError(f"dtype must be None (the weights' dtype) or torch.bfloat16, found {dtype}")
     plan = None
@@ -235,12 +242,24 @@ class OnnxModel(nn.Module):
         return torch.from_numpy(logits)
 
 
+class Standardized(nn.Module):
+    """`model` behind its recorded per-channel normalisation: takes x / 255 images, as the ONNX graph does."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.in_channels = model, getattr(model, "in_channels", 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(standardize(x, self.model.preprocessing))
+
+
 def export_onnx(
     model: nn.Module, path: str | Path, opset: int = 18, example_size: tuple[int, int] = (64, 84)
 ) -> Path:
     """Write `model` in eval mode as ONNX with dynamic batch, height and width ("images" -> "logits").
 
-    Heights and widths from 16 to 8192 pixels.
+    Heights and widths from 16 to 8192 pixels. The graph takes x / 255 images: a model trained
+    with per-channel statistics (`model.preprocessing`) has them applied inside the graph.
 
     The model is handed back in the mode it came in.
     """
@@ -249,9 +268,10 @@ def export_onnx(
     # at least 16x16: three 2x2 max pools with ceil_mode need 9 rows to stay non-empty
     sizes = (("batch", 1), ("height", 16), ("width", 16))
     batch, height, width = (torch.export.Dim(n, min=least, max=8192) for n, least in sizes)
+    has_stats = (getattr(model, "preprocessing", None) or {}).get("mean") is not None
     with eval_mode(model):
         torch.onnx.export(
-            model,
+            Standardized(model).eval() if has_stats else model,
             (example,),
             str(path),
             input_names=["images"],

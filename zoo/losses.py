@@ -5,14 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100  # the label of void pixels (and crop padding): PyTorch's cross-entropy default
+
 
 def median_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Median-frequency balancing: weight_c = median(freq) / freq_c (Eigen & Fergus, 2015).
 
     Background covers ~94% of M2NIST's pixels, so it gets a weight well below 1. Classes that
-    never occur get weight 0.
+    never occur get weight 0; IGNORE_INDEX pixels are not counted.
     """
-    freq = torch.bincount(labels.reshape(-1).long(), minlength=num_classes).double()
+    labels = labels.reshape(-1).long()
+    freq = torch.bincount(labels[labels != IGNORE_INDEX], minlength=num_classes).double()
     freq = freq / freq.sum()
     present = freq > 0
     weights = torch.zeros(num_classes, dtype=torch.float64)
@@ -25,10 +28,11 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
 
     The smoothing `eps` makes a class that is neither in the truth nor predicted (no mass) a
     perfect 1, so it neither rewards nor punishes; a class predicted where it is absent scores
-    eps / (predicted mass + eps), near 0.
+    eps / (predicted mass + eps), near 0. IGNORE_INDEX pixels count neither way.
     """
-    probs = logits.float().softmax(1)
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype) * valid
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     total = probs.sum(dims) + onehot.sum(dims)
@@ -39,8 +43,11 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, kind: str = "ce", weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """`kind` "ce" (cross-entropy, optionally class-weighted) or "ce+dice" (their sum)."""
-    ce = F.cross_entropy(logits.float(), target, weight=weight)
+    """`kind` "ce" (cross-entropy, optionally class-weighted) or "ce+dice" (their sum).
+
+    Pixels labelled IGNORE_INDEX (void, crop padding) are left out of both.
+    """
+    ce = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=IGNORE_INDEX)
     if kind == "ce":
         return ce
     if kind == "ce+dice":

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from zoo.data.m2nist import BACKGROUND, CLASS_NAMES, NUM_CLASSES
+from zoo.losses import IGNORE_INDEX
 
 
-def scores_from_confusion(
-    confusion: torch.Tensor, background: int | None = BACKGROUND
-) -> dict[str, torch.Tensor]:
-    """Pixel accuracy, IoU per class, mean IoU and mean IoU without `background`.
+def scores_from_confusion(confusion: torch.Tensor, background: int | None = None) -> dict[str, torch.Tensor]:
+    """Pixel accuracy, IoU per class, mean IoU, and with a `background` class the mean IoU without it.
 
     Args:
         confusion: (C, C) counts, rows = true class, columns = predicted class.
+        background: M2NIST's background class (10): "digit_miou" is the mean IoU of the others.
 
     A class absent from both truth and prediction has no IoU (NaN) and is left out of the means.
     """
@@ -23,30 +24,27 @@ def scores_from_confusion(
     tp = confusion.diag()
     union = confusion.sum(0) + confusion.sum(1) - tp
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-    keep = torch.ones_like(iou, dtype=torch.bool)
+    scores = {"pixel_acc": tp.sum() / confusion.sum().clamp(min=1), "iou": iou, "miou": iou.nanmean()}
     if background is not None:
+        keep = torch.ones_like(iou, dtype=torch.bool)
         keep[background] = False
-    return {
-        "pixel_acc": tp.sum() / confusion.sum().clamp(min=1),
-        "iou": iou,
-        "miou": iou.nanmean(),
-        "digit_miou": iou[keep].nanmean(),
-    }
+        scores["digit_miou"] = iou[keep].nanmean()
+    return scores
 
 
 class SegmentationMetrics(Metric):
     """Accumulates one (C, C) confusion matrix; `compute()` returns `scores_from_confusion`'s dict.
 
     Counts are summed across processes under DDP (torchmetrics' sync), so every rank sees the
-    scores of the whole split.
+    scores of the whole split. Pixels labelled IGNORE_INDEX (void, padding) are not counted.
     """
 
     full_state_update = False
 
-    def __init__(self, num_classes: int = NUM_CLASSES, background: int | None = BACKGROUND) -> None:
+    def __init__(self, num_classes: int, background: int | None = None) -> None:
         super().__init__()
         self.background = background
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
 
     def update(self, logits_or_labels: torch.Tensor, target: torch.Tensor) -> None:
         preds = logits_or_labels.argmax(1) if logits_or_labels.dim() == target.dim() + 1 else logits_or_labels
@@ -60,14 +58,14 @@ class SegmentationMetrics(Metric):
         self.confusion.reset()
 
 
-def format_table(scores: dict[str, torch.Tensor], names: tuple[str, ...] = CLASS_NAMES) -> str:
-    """A per-class IoU table followed by the summary figures."""
-    lines = [f"{'class':>10}  {'IoU':>7}", f"{'-' * 10}  {'-' * 7}"]
-    lines += [f"{n:>10}  {float(v):7.4f}" for n, v in zip(names, scores["iou"])]
-    lines += [
-        f"{'-' * 10}  {'-' * 7}",
-        f"{'pixel acc':>10}  {float(scores['pixel_acc']):7.4f}",
-        f"{'mean IoU':>10}  {float(scores['miou']):7.4f}",
-        f"{'digit mIoU':>10}  {float(scores['digit_miou']):7.4f}",
-    ]
+def format_table(scores: dict[str, torch.Tensor], names: Sequence[str]) -> str:
+    """A per-class IoU table (classes named) followed by the summary figures."""
+    width = max(10, *(len(n) for n in names))
+    rule = f"{'-' * width}  {'-' * 7}"
+    lines = [f"{'class':>{width}}  {'IoU':>7}", rule]
+    lines += [f"{n:>{width}}  {float(v):7.4f}" for n, v in zip(names, scores["iou"])]
+    lines += [rule, f"{'pixel acc':>{width}}  {float(scores['pixel_acc']):7.4f}"]
+    lines += [f"{'mean IoU':>{width}}  {float(scores['miou']):7.4f}"]
+    if "digit_miou" in scores:
+        lines += [f"{'mIoU w/o bg':>{width}}  {float(scores['digit_miou']):7.4f}"]
     return "\n".join(lines)

@@ -20,8 +20,14 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable, instan
 from torch.optim.lr_scheduler import OneCycleLR
 
 from zoo.builder import create_model
-from zoo.checkpoint import INIT_PARTS, init_weights_from, read_checkpoint, upgrade_hyperparameters
-from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
+from zoo.checkpoint import (
+    INIT_PARTS,
+    init_weights_from,
+    model_kwargs_of,
+    read_checkpoint,
+    upgrade_hyperparameters,
+)
+from zoo.data.m2nist import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from zoo.losses import median_frequency_weights, segmentation_loss
 from zoo.metrics import SegmentationMetrics, format_table
 
@@ -78,7 +84,10 @@ class SegmentationModule(pl.LightningModule):
 
     Args:
         arch: a name from `zoo.list_models()`.
-        model_kwargs: keyword arguments for `zoo.create_model` (num_classes defaults to 11).
+        model_kwargs: keyword arguments for `zoo.create_model`.
+        num_classes, in_channels, class_names, background, normalization: what the data is; train.py
+            links them from the data module (`zoo.data.datamodule.SegmentationData`), so they are
+            recorded with the weights. None: the model's defaults (M2NIST's 11 classes, 1 channel).
         loss: "ce" (cross-entropy) or "ce+dice".
         class_weights: None, "median_frequency" (from the training labels) or one float per class.
         optimizer: builds the optimizer from the trainable parameters (any `torch.optim` class
@@ -108,6 +117,11 @@ class SegmentationModule(pl.LightningModule):
         init_from: str | None = None,
         init_parts: str = "all",
         freeze: str | None = None,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        class_names: list[str] | None = None,
+        background: int | None = None,
+        normalization: dict | None = None,
     ) -> None:
         super().__init__()
         if init_parts not in INIT_PARTS:
@@ -122,8 +136,14 @@ class SegmentationModule(pl.LightningModule):
             )
         self.save_hyperparameters()
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
-        self.model = create_model(arch, **{"num_classes": NUM_CLASSES, **(model_kwargs or {})})
+        self.model = create_model(arch, **model_kwargs_of(self.hparams))
         self.num_classes = self.model.num_classes
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ValueError(f"{len(class_names)} class names for {self.num_classes} classes")
+        no_data = num_classes is None and background is None and self.num_classes == NUM_CLASSES
+        if no_data:  # no data linked: the model's M2NIST defaults, digit score included
+            background, class_names = BACKGROUND, class_names or list(CLASS_NAMES)
+        self.class_names = list(class_names or range(self.num_classes))
         if freeze == "features":
             self.model.freeze_features()
         weights = None
@@ -132,7 +152,6 @@ class SegmentationModule(pl.LightningModule):
                 raise ValueError(f"class_weights needs {self.num_classes} values, found {len(class_weights)}")
             weights = torch.tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weight", weights, persistent=False)
-        background = BACKGROUND if self.num_classes == NUM_CLASSES else None
         self.val_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_metrics = SegmentationMetrics(self.num_classes, background)
         self.test_scores: dict | None = None
@@ -230,8 +249,10 @@ class SegmentationModule(pl.LightningModule):
     def _log_scores(self, metrics: SegmentationMetrics, prefix: str) -> dict:
         scores = metrics.compute()
         metrics.reset()
+        headline = "digit_miou" if "digit_miou" in scores else "miou"
         for key in ("pixel_acc", "miou", "digit_miou"):
-            self.log(f"{prefix}/{key}", scores[key].float(), prog_bar=key == "digit_miou")
+            if key in scores:
+                self.log(f"{prefix}/{key}", scores[key].float(), prog_bar=key == headline)
         return scores
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -245,11 +266,12 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         scores = self._log_scores(self.test_metrics, "test")
-        for c, v in enumerate(scores["iou"]):
-            self.log(f"test/iou_{c}", v.float())
+        for name, v in zip(self.class_names, scores["iou"]):
+            self.log(f"test/iou_{name}", v.float())
         self.test_scores = {k: v.tolist() for k, v in scores.items()}
+        self.test_scores["classes"] = [str(n) for n in self.class_names]
         if self.trainer.is_global_zero:
-            print(f"\ntest split, {self.hparams.arch}:\n{format_table(scores)}")
+            print(f"\ntest split, {self.hparams.arch}:\n{format_table(scores, [str(n) for n in self.class_names])}")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -1,7 +1,9 @@
 """The one input normalisation of the zoo, shared by data loading, training and inference.
 
-Images are scaled to [0, 1] (x / 255) and nothing else: background stays exactly 0, the same
-value as the convolutions' zero padding, so a digit at the border looks like one inside.
+Images are scaled to [0, 1] (x / 255) and, by default, nothing else: background stays exactly
+0, the same value as the convolutions' zero padding, so a digit at the border looks like one
+inside. A model trained on one's own images with per-channel statistics carries them
+(`model.preprocessing`), and `standardize` applies them after the scaling.
 """
 
 from __future__ import annotations
@@ -32,22 +34,36 @@ def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
-    """Raw uint8 numpy images or normalised float tensors -> (float (N, C, H, W), single image?).
+    """Raw uint8 images (numpy or PIL) or normalised float tensors -> (float (N, C, H, W), single image?).
 
-    Uint8 images go through `zoo.preprocess.normalize`, the zoo's one normalisation.
+    Raw images: grayscale (H, W) or (N, H, W) for a one-channel model; (H, W, C) or (N, H, W, C)
+    for a C-channel one; a PIL image of the matching mode. They go through
+    `zoo.preprocess.normalize` (x / 255); `standardize` then applies a model's recorded statistics.
     """
+    if type(images).__module__.startswith("PIL."):
+        mode, wanted = images.mode, "L" if in_channels == 1 else "RGB"
+        if mode == "P" or (mode == "1" and wanted == "L"):
+            images = images.convert(wanted)
+        elif mode != wanted:
+            raise ValueError(
+                f"the model takes {in_channels} channel(s) ({wanted} images), found a PIL image of mode {mode!r}"
+            )
+        images = np.asarray(images)
     if isinstance(images, np.ndarray):
         check_uint8(images)
-        if images.ndim == 3 and images.shape[-1] in (3, 4) and in_channels == 1 and images.shape[0] > 4:
-            raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
-        if images.ndim not in (2, 3):
-            raise ValueError(f"expected images (H, W) or (N, H, W), found shape {images.shape}")
-        single = images.ndim == 2
-        if in_channels != 1:
+        if in_channels == 1:
+            if images.ndim == 3 and images.shape[-1] in (3, 4) and images.shape[0] > 4:
+                raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
+            if images.ndim not in (2, 3):
+                raise ValueError(f"expected grayscale images (H, W) or (N, H, W), found shape {images.shape}")
+            return normalize(images).reshape(-1, 1, *images.shape[-2:]), images.ndim == 2
+        if images.ndim not in (3, 4) or images.shape[-1] != in_channels:
             raise ValueError(
-                f"uint8 images are grayscale (H, W) or (N, H, W); a {in_channels}-channel model needs a float tensor"
+                f"expected {in_channels}-channel images (H, W, {in_channels}) or (N, H, W, {in_channels}) "
+                f"for a {in_channels}-channel model, found shape {images.shape}"
             )
-        return normalize(images).reshape(-1, 1, *images.shape[-2:]), single
+        x = normalize(images).movedim(-1, -3)
+        return (x[None], True) if images.ndim == 3 else (x, False)
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point():
             raise ValueError(
@@ -71,3 +87,15 @@ def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
             raise ValueError(f"expected a float tensor {forms}, found {given}")
         return images, single
     raise TypeError(f"images must be a numpy array or a torch tensor, found {type(images).__name__}")
+
+
+def standardize(x: torch.Tensor, preprocessing: dict | None) -> torch.Tensor:
+    """x / 255 images (N, C, H, W) -> the model's input: per channel (x - mean) / std where the
+    training data recorded them (`preprocessing` holds "mean" and "std"), else `x` itself."""
+    if not preprocessing or preprocessing.get("mean") is None:
+        return x
+    mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    if mean.shape[1] != x.shape[1]:
+        raise ValueError(f"the recorded normalisation has {mean.shape[1]} channel(s), the images {x.shape[1]}")
+    return (x - mean) / std

@@ -16,6 +16,7 @@ import torch
 
 from zoo.builder import create_model, list_models
 from zoo.data.layouts import LAYOUTS, Placement
+from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
 from zoo.data.splits import DEFAULT_SIZES, generate_splits
 from zoo.inference import predict
 from zoo.metrics import SegmentationMetrics
@@ -41,7 +42,7 @@ def test_split(layout: str) -> tuple[np.ndarray, np.ndarray]:
 def digit_miou(model: torch.nn.Module, layout: str, tta: str | None = None) -> float:
     """`model`'s digit mean IoU on `layout`'s generated test split (fp32, whole-split confusion)."""
     images, labels = test_split(layout)
-    metrics = SegmentationMetrics()
+    metrics = SegmentationMetrics(NUM_CLASSES, BACKGROUND)
     predicted = predict(model, images, batch_size=100, tta=tta)
     metrics.update(torch.from_numpy(predicted), torch.from_numpy(labels).long())
     return float(metrics.compute()["digit_miou"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.m2nist import BACKGROUND
+from zoo.losses import IGNORE_INDEX
 
 # tab10-like colours per digit, black background
 PALETTE = np.array(
@@ -30,11 +31,14 @@ PALETTE = np.array(
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
-    """Label map (..., H, W) with values 0..10 -> RGB uint8 (..., H, W, 3); background black."""
+    """Label map (..., H, W) -> RGB uint8 (..., H, W, 3): M2NIST's digits 0..9 in tab10 colours,
+    10 (background) black; ignored pixels (IGNORE_INDEX) white; classes past 10 reuse the colours."""
     labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(PALETTE)):
-        raise ValueError(f"labels must be in 0..{len(PALETTE) - 1}, found {labels.min()}..{labels.max()}")
-    return PALETTE[labels]
+    if labels.size and labels.min() < 0 and labels.min() != IGNORE_INDEX:
+        raise ValueError(f"labels must be class indices >= 0 or {IGNORE_INDEX}, found {labels.min()}")
+    rgb = PALETTE[np.where(labels >= len(PALETTE), labels % (len(PALETTE) - 1), labels.clip(min=0))]
+    rgb[labels == IGNORE_INDEX] = 255
+    return rgb
 
 
 def _pyplot():
@@ -54,7 +58,7 @@ def _draw_sample(axes: list, image: np.ndarray, maps: list[np.ndarray], names: l
     """Image in grey on axes[0], each label map coloured on the next axes, titled by its digits."""
     for ax in axes:
         ax.axis("off")
-    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes[0].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
     for ax, labels, name in zip(axes[1:], maps, names):
         ax.imshow(colorize(labels))
         ax.set_title(f"{name} {_digits_title(labels)}".strip(), fontsize=7)

@@ -1,4 +1,4 @@
-"""Training augmentation for digits and their masks (albumentations).
+"""Training augmentation (albumentations): for digits and their masks, and for your own images.
 
 Geometric transforms move image and mask together (image: bilinear, mask: nearest, so masks
 stay integer labels; the border fills with 0 / background). No flips: a mirrored 2 or 7 is no
@@ -45,3 +45,25 @@ def train_transform(strength: float = 1.0) -> A.Compose:
             A.MultiplicativeNoise(multiplier=(0.8, 1.2), elementwise=True, p=0.3),
         ]
     )
+
+
+def folder_transform(rgb: bool, flips: bool = True, color_jitter: bool = True, square: bool = True) -> A.Compose | None:
+    """The default augmentation of your own images (uint8) and label masks: what fits most real data.
+
+    Micrographs, scans and aerial images have no preferred orientation: horizontal and vertical
+    flips, and 90-degree rotations where the crops are square. Colour jitter (brightness,
+    contrast, saturation, hue) only for RGB. Nothing is resampled, so labels stay exact.
+
+    Args:
+        rgb: the images have three channels.
+        flips: flips and 90-degree rotations (turn off for data with an up and a down, like street scenes).
+        square: the crops are square (90-degree rotations keep their shape).
+    """
+    steps = []
+    if flips:
+        steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+        if square:
+            steps.append(A.RandomRotate90(p=0.5))
+    if rgb and color_jitter:
+        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
+    return A.Compose(steps) if steps else None

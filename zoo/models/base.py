@@ -13,6 +13,11 @@ import torch.utils.checkpoint
 
 from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
 
+# the defaults of `create_model`, as timm's are ImageNet's: M2NIST's one grayscale channel and
+# ten digits plus background. The models know no data set; these are only defaults.
+DEFAULT_IN_CHANNELS = 1
+DEFAULT_NUM_CLASSES = 11
+
 
 def check_positive_int(name: str, value: object) -> int:
     """Return `value` if it is an int >= 1, else raise a ValueError naming `name`."""

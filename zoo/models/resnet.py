@@ -17,9 +17,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from zoo.data.m2nist import NUM_CLASSES
 from zoo.layers.conv import Conv2d, ConvBNAct, same_padding
-from zoo.models.base import ZooModel, check_widths, layer_ints, positive_ints
+from zoo.models.base import DEFAULT_NUM_CLASSES, ZooModel, check_widths, layer_ints, positive_ints
 from zoo.registry import register_model
 
 RESNET_SMALL_WIDTHS = (16, 24, 32, 48)
@@ -68,7 +67,7 @@ class ResNet(ZooModel):
         dilations: int | Sequence[int] = (1, 2, 4, 8),
         tail_dilations: Sequence[int] = (),
         in_channels: int = 1,
-        num_classes: int = NUM_CLASSES,
+        num_classes: int = DEFAULT_NUM_CLASSES,
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)

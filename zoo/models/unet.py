@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.data.m2nist import NUM_CLASSES
 from zoo.layers.conv import ConvBNAct
-from zoo.models.base import ZooModel, check_widths
+from zoo.models.base import DEFAULT_NUM_CLASSES, ZooModel, check_widths
 from zoo.registry import register_model
 
 UPSAMPLING = ("bilinear", "transpose")
@@ -81,7 +80,7 @@ class UNet(ZooModel):
         widths: Sequence[int] = (8, 16, 28),
         up: str = "bilinear",
         in_channels: int = 1,
-        num_classes: int = NUM_CLASSES,
+        num_classes: int = DEFAULT_NUM_CLASSES,
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)

@@ -23,10 +23,9 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from zoo.data.m2nist import NUM_CLASSES
 from zoo.layers.conv import ConvBNAct
 from zoo.layers.shift_stitch import ShiftStitch
-from zoo.models.base import ZooModel, check_positive_int, check_widths, layer_ints, per_layer
+from zoo.models.base import DEFAULT_NUM_CLASSES, ZooModel, check_positive_int, check_widths, layer_ints, per_layer
 from zoo.registry import register_model
 
 POOLS = (None, "max", "stitch")
@@ -88,7 +87,7 @@ class VGG(ZooModel):
         pool_at: Sequence[int] | None = None,
         pool_size: int = 2,
         in_channels: int = 1,
-        num_classes: int = NUM_CLASSES,
+        num_classes: int = DEFAULT_NUM_CLASSES,
         head: str = "pixel",
     ) -> None:
         super().__init__(in_channels, num_classes, head)

@@ -1,0 +1,239 @@
+"""Full resolution against downsampling on real images: `python benchmarks/folder.py`.
+
+The ISBI 2012 EM membrane sections (`../shared/data/isbi2012-membranes`, 30 labelled 512x512
+grayscale images, masks 0/255) through the folder data module, exactly as a user trains them:
+`python train.py fit --data FolderSegmentation ...` (run in-process through `zoo.cli.main`),
+the README's fixed split (sections 00-21 train, 22-25 validation, 26-29 test) given as a split
+file. Every model gets the same recipe, steps and batch. Written as a table and to JSON:
+
+- quality on the four test sections at full size: membrane IoU and F1, mean IoU, pixel accuracy
+  (the confusion matrix of `train.py test`);
+- fit time, and per model a training step at 512x512 (batch 4, the precision training uses)
+  and inference at 512x512 and 2048x2048 (whole and in tiles of 512): images/s and peak memory
+  growth, each measured in its own child process (`VmHWM` from /proc/self/status), ratios
+  against `unet` from the same run;
+- the data loader's own images/s (decoding, cropping and augmenting), with 0 and 2 workers.
+
+`--models`, `--epochs` and `--crops` shrink it; `--skip-train` re-measures speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "isbi2012-membranes"
+MODELS = ("vgg7_dilated", "vgg7_dilated_context", "resnet18_dilated", "unet", "unet_small", "vgg4_strided")
+SPLIT = {
+    "train": [f"{i:02d}" for i in range(22)],
+    "val": [f"{i:02d}" for i in range(22, 26)],
+    "test": [f"{i:02d}" for i in range(26, 30)],
+}
+PEER = "unet"
+
+
+def train_command(
+    name: str, run_dir: Path, split_file: Path, epochs: int, crops: int, batch: int, crop: int
+) -> list[str]:
+    """The train.py arguments of one model's run (the same recipe for every model)."""
+    return [
+        "fit",
+        "--data", "FolderSegmentation",
+        "--data.root", str(DATA),
+        "--data.mask_values", "[0, 255]",
+        "--data.classes", "[membrane, cell]",
+        "--data.split_file", str(split_file),
+        "--data.crop_size", str(crop),
+        "--data.batch_size", str(batch),
+        "--data.crops_per_epoch", str(crops),
+        "--data.num_workers", "2",
+        "--model.arch", name,
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.default_root_dir", str(run_dir),
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def train(name: str, out: Path, split_file: Path, args) -> dict:
+    """Fit and test one model through train.py in a child process; its results.json."""
+    run_dir = out / name
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *train_command(name, run_dir, split_file, args.epochs, args.crops, args.batch, args.crop),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: train.py failed:\n{done.stderr[-3000:]}")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    return results
+
+
+CHILD = r"""
+import json, statistics, sys, time
+import torch, torch.nn.functional as F
+import zoo
+from zoo.cpu import has_bf16, keep_freed_memory
+
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+keep_freed_memory()
+name, what, size, tile, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+tile = None if tile == "none" else int(tile)
+torch.manual_seed(0)
+model = zoo.create_model(name, num_classes=2)
+bf16 = has_bf16()
+if what == "train":
+    batch = 4
+    x, y = torch.rand(batch, 1, size, size), torch.randint(0, 2, (batch, size, size))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    run, images = step, batch
+else:
+    model.eval()
+    x = torch.randint(0, 256, (size, size), dtype=torch.uint8).numpy()
+    run, images = (lambda: zoo.predict(model, x, tile=tile)), 1
+base = hwm_mb()
+run()  # warm-up
+times = []
+for _ in range(reps):
+    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+print(json.dumps({"images_per_s": images / statistics.median(times), "peak_growth_mb": hwm_mb() - base, "bf16": bf16}))
+"""
+
+
+def measure(name: str, what: str, size: int, tile: int | None, reps: int) -> dict:
+    """One speed and memory figure, in a child process of its own (its VmHWM is its own)."""
+    args = [name, what, str(size), "none" if tile is None else str(tile), str(reps)]
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} {what} {size}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def loader_speed(split_file: Path, workers: int, crop: int, batch: int, batches: int = 20) -> float:
+    """Training crops per second that the folder data module's loader delivers (no model)."""
+    from zoo.data.datamodule import FolderSegmentation
+
+    data = FolderSegmentation(
+        str(DATA), mask_values=[0, 255], split_file=str(split_file), crop_size=crop, batch_size=batch,
+        num_workers=workers, crops_per_epoch=batch * (batches + 2),
+    )  # fmt: skip
+    loader = data.train_dataloader()
+    it = iter(loader)
+    next(it), next(it)  # workers started
+    start = time.perf_counter()
+    n = sum(len(images) for images, _ in it)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--crops", type=int, default=352, help="training crops an epoch")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--out", default=None, help="run folders (default: a temporary one)")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "folder.json"))
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"no data at {DATA}")
+    sys.path.insert(0, str(ROOT))
+    from zoo import count_parameters, create_model
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="folder_bench_"))
+    out.mkdir(parents=True, exist_ok=True)
+    split_file = out / "isbi_split.json"
+    split_file.write_text(json.dumps(SPLIT))
+    rows = []
+    for name in args.models:
+        row = {"model": name, "parameters": count_parameters(create_model(name, num_classes=2))}
+        if not args.skip_train:
+            r = train(name, out, split_file, args)
+            iou = r["test"]["iou"]
+            row.update(
+                membrane_iou=round(iou[0], 4),
+                membrane_f1=round(2 * iou[0] / (1 + iou[0]), 4),
+                miou=round(r["test"]["miou"], 4),
+                pixel_acc=round(r["test"]["pixel_acc"], 4),
+                fit_seconds=r["fit_seconds"],
+                precision=r["precision"],
+            )
+            print(f"{name}: membrane IoU {row['membrane_iou']}, fit {row['fit_seconds']} s", flush=True)
+        rows.append(row)
+    # speed and memory: the modes take turns model by model, repetition by repetition
+    cases = [("train", 512, None), ("infer", 512, None), ("infer", 2048, None), ("infer", 2048, 512)]
+    for case in cases:
+        key = f"{case[0]}_{case[1]}" + ("_tiled" if case[2] else "")
+        samples = {name: [] for name in args.models}
+        for _ in range(args.reps):
+            for name in args.models:
+                samples[name].append(measure(name, *case, reps=2 if case[1] > 512 else 3))
+        for row in rows:
+            s = samples[row["model"]]
+            row[f"{key}_images_per_s"] = round(statistics.median(m["images_per_s"] for m in s), 3)
+            row[f"{key}_peak_mb"] = round(statistics.median(m["peak_growth_mb"] for m in s), 1)
+        print(f"measured {key}", flush=True)
+    peer = next((r for r in rows if r["model"] == PEER), None)
+    if peer is not None:
+        for row in rows:
+            row["train_step_time_vs_unet"] = round(
+                peer["train_512_images_per_s"] / row["train_512_images_per_s"], 2
+            )
+    loader = {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
+    result = {
+        "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch, "crop": args.crop,
+                   "steps": args.epochs * -(-args.crops // args.batch),
+                   "train.py": "python train.py " + " ".join(train_command("MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop))},
+        "loader_crops_per_s": loader,
+        "rows": rows,
+    }  # fmt: skip
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"written: {args.json}")
+
+
+def format_table(result: dict) -> str:
+    """The README's table from the JSON."""
+    lines = [
+        "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s | train 512 img/s (x unet time) | train peak MB | infer 512 img/s | infer 2048 img/s whole / tiled | infer 2048 peak MB whole / tiled |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| `{r['model']}` | {r['parameters']:,} | {r.get('membrane_iou', '')} | {r.get('membrane_f1', '')} | "
+            f"{r.get('miou', '')} | {r.get('pixel_acc', '')} | {r.get('fit_seconds', '')} | "
+            f"{r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | {r['train_512_peak_mb']:.0f} | "
+            f"{r['infer_512_images_per_s']:.2f} | {r['infer_2048_images_per_s']:.3f} / {r['infer_2048_tiled_images_per_s']:.3f} | "
+            f"{r['infer_2048_peak_mb']:.0f} / {r['infer_2048_tiled_peak_mb']:.0f} |"
+        )
+    loader = result["loader_crops_per_s"]
+    lines.append(
+        f"\nData loader: {loader['workers_0']} crops/s with 0 workers, {loader['workers_2']} with 2."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
