@@ -137,3 +137,87 @@ def test_onnx_model_tiles_like_the_pytorch_model(tmp_path):
     assert (labels == whole).all()
     with pytest.raises(ValueError, match="pass overlap="):  # without its source, no field to trace
         zoo.predict(OnnxModel(path), x, tile=32)
+
+
+def test_label_dtype_is_the_smallest_that_holds_the_classes():
+    from zoo.inference import label_dtype
+
+    assert [label_dtype(c) for c in (2, 256, 257, 32768, 32769)] == [
+        np.uint8, np.uint8, np.int16, np.int16, np.int32
+    ]  # fmt: skip
+
+
+def test_tiles_write_into_a_memmap_and_match_the_whole_image(tmp_path):
+    # an image labelled into a file-backed array, tile by tile: the labels of the whole image at once
+    torch.manual_seed(0)
+    model = zoo.create_model("vgg4_dilated").eval()
+    image = np.random.default_rng(0).integers(0, 256, (150, 170), dtype=np.uint8)
+    whole = zoo.predict(model, image)
+    out = np.lib.format.open_memmap(tmp_path / "labels.npy", mode="w+", dtype=np.uint8, shape=image.shape)
+    returned = zoo.predict(model, image, tile=64, out=out)
+    assert returned is out
+    out.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), whole)
+    labels, probs = zoo.predict(model, image, tile=64, return_probs=True, probs_dtype=np.float16)
+    assert probs.dtype == np.float16 and probs.shape == (11, 150, 170)
+    np.testing.assert_array_equal(labels, whole)
+    with pytest.raises(ValueError, match="out= must be an integer array of shape \\(150, 170\\)"):
+        zoo.predict(model, image, out=np.empty((150, 171), np.uint8))
+    with pytest.raises(ValueError, match="too small for 300 classes"):
+        zoo.predict(zoo.create_model("vgg4_dilated", num_classes=300), image, out=np.empty((150, 170), np.uint8))
+
+
+def test_backends_give_the_plain_labels_and_auto_picks_onnxruntime_for_fp32(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from zoo.inference import choose_backend
+
+    torch.manual_seed(0)
+    model = zoo.create_model("vgg4_dilated", pretrained=True).eval()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 84), dtype=np.uint8)
+    plain = zoo.predict(model, images, backend="torch")
+    monkeypatch.delenv("ZOO_PREDICT_BACKEND")
+    assert choose_backend(model, "auto", None) == "onnxruntime"
+    assert choose_backend(model, "auto", torch.bfloat16) == "torch"
+    np.testing.assert_array_equal(zoo.predict(model, images), plain)  # auto: onnxruntime
+    big = np.random.default_rng(1).integers(0, 256, (130, 150), dtype=np.uint8)
+    np.testing.assert_array_equal(zoo.predict(model, big, tile=64), zoo.predict(model, big, backend="torch"))
+    with pytest.raises(ValueError, match="fp32 only"):
+        zoo.predict(model, images, backend="onnxruntime", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        zoo.predict(model, images, backend="tensorrt")
+
+
+def test_a_backend_follows_the_weights(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = zoo.create_model("vgg4_dilated", num_classes=3).eval()
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 50), dtype=np.uint8)
+    zoo.predict(model, images, backend="onnxruntime")  # built for these weights
+    with torch.no_grad():
+        model.head.conv.bias.copy_(torch.tensor([0.0, 0.0, 1e3]))  # class 2 everywhere now
+    assert (zoo.predict(model, images, backend="onnxruntime") == 2).all()
+
+
+def test_a_backend_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
+    import zoo.inference
+
+    def broken(model, backend):
+        raise RuntimeError("no such runtime here")
+
+    monkeypatch.setattr(zoo.inference, "_build_runner", broken)
+    model = zoo.create_model("vgg4_dilated").eval()
+    image = np.zeros((20, 30), np.uint8)
+    with pytest.warns(UserWarning, match="backend 'compile' is unavailable .*no such runtime here.*using 'torch'"):
+        labels = zoo.predict(model, image, backend="compile")
+    np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
+@pytest.mark.parametrize("name", [n for n in zoo.list_models(pretrained=True) if zoo.create_model(n).full_resolution])
+def test_every_shipped_model_gives_the_plain_labels_on_each_backend(name, backend):
+    pytest.importorskip("onnxruntime")
+    model = zoo.create_model(name, pretrained=True).eval()
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 84), dtype=np.uint8)
+    plain = zoo.predict(model, images, backend="torch")
+    assert (zoo.predict(model, images, backend=backend) == plain).mean() >= 0.9999

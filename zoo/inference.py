@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +16,7 @@ import torch
 from torch import nn
 
 from zoo.models.base import eval_mode
-from zoo.preprocess import as_batch, standardize
+from zoo.preprocess import as_batch, normalize, standardize
 from zoo.progress import progress_bar
 from zoo.rf import receptive_field
 
@@ -111,28 +114,119 @@ def _scores(model: nn.Module, x: torch.Tensor, tta: str | None) -> torch.Tensor:
     return out
 
 
-def _predict_chunk(model, x, tile, plan, tta, return_probs, bar) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Labels (N, H, W) and optionally probabilities of one batch, whole or tile by tile.
+def label_dtype(num_classes: int) -> np.dtype:
+    """The smallest integer type that holds labels 0..num_classes-1 (uint8 up to 256 classes)."""
+    for candidate in (np.uint8, np.int16, np.int32):
+        if num_classes - 1 <= np.iinfo(candidate).max:
+            return np.dtype(candidate)
+    return np.dtype(np.int64)
 
-    Tiled, only the labels (and probabilities, if asked) are image-sized: each tile's logits are
-    reduced before the next tile runs, so memory beyond the output is bounded by the tile.
+
+class _Outputs:
+    """The image-sized results, written region by region: labels (into `out` if given), probabilities."""
+
+    def __init__(self, shape: tuple[int, int, int], out: np.ndarray | None, probs_dtype) -> None:
+        self.shape, self.labels, self.probs, self.probs_dtype = shape, out, None, probs_dtype
+
+    def write(self, region: tuple[slice, ...], logits: torch.Tensor, return_probs: bool) -> None:
+        if self.labels is None:
+            self.labels = np.empty(self.shape, dtype=label_dtype(logits.shape[1]))
+        elif np.iinfo(self.labels.dtype).max < logits.shape[1] - 1:
+            raise ValueError(f"out= holds {self.labels.dtype}, too small for {logits.shape[1]} classes")
+        self.labels[region] = logits.argmax(1).cpu().numpy()
+        if return_probs:
+            if self.probs is None:
+                n, h, w = self.shape
+                self.probs = np.empty((n, logits.shape[1], h, w), dtype=self.probs_dtype)
+            i, ys, xs = region
+            self.probs[i, :, ys, xs] = logits.softmax(1).cpu().numpy()
+
+
+def _predict_chunk(model, x, rows: slice, tile, plan, tta, prepare, outputs: _Outputs, return_probs, bar) -> None:
+    """Labels (and probabilities, if asked) of images `rows`, whole or tile by tile, into `outputs`.
+
+    Tiled, only the outputs are image-sized: each tile is normalised, run and reduced before the
+    next one, so the working memory is bounded by the tile, not the image.
     """
     if tile is None:
-        logits = _scores(model, x, tta)
+        outputs.write((rows, slice(None), slice(None)), _scores(model, prepare(x), tta), return_probs)
         bar.update(1)
-        return logits.argmax(1), (logits.softmax(1) if return_probs else None)
-    (n, _, h, w), (th, tw) = x.shape, _tile_sizes(tile, plan)
-    labels, probs = torch.empty(n, h, w, dtype=torch.int64, device=x.device), None
+        return
+    (_, _, h, w), (th, tw) = x.shape, _tile_sizes(tile, plan)
     for y0, y1, ty0, ty1 in _tiles(h, th, plan.margin[0]):
         for x0, x1, tx0, tx1 in _tiles(w, tw, plan.margin[1]):
-            part = _scores(model, x[..., ty0:ty1, tx0:tx1], tta)[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+            logits = _scores(model, prepare(x[..., ty0:ty1, tx0:tx1]), tta)
+            outputs.write((rows, slice(y0, y1), slice(x0, x1)), logits[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0], return_probs)
             bar.update(1)
-            labels[:, y0:y1, x0:x1] = part.argmax(1)
-            if return_probs:
-                if probs is None:
-                    probs = torch.empty(n, part.shape[1], h, w, device=x.device)
-                probs[..., y0:y1, x0:x1] = part.softmax(1)
-    return labels, probs
+
+
+BACKENDS = ("auto", "torch", "compile", "onnxruntime")
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(backend, weights): runner}
+
+
+def _weights_version(model: nn.Module) -> tuple:
+    # changes whenever a weight or buffer is replaced or written in place (load_state_dict, an optimizer step)
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+def _build_runner(model: nn.Module, backend: str) -> nn.Module:
+    if backend == "compile":
+        compiled = torch.compile(model, dynamic=True)  # one graph for every height and width
+        compiled.in_channels = getattr(model, "in_channels", 1)
+        return compiled
+    import onnxruntime  # noqa: F401  (the onnx extra; an ImportError falls back)
+
+    folder = Path(tempfile.mkdtemp(prefix="zoo_onnx_"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export_onnx(model, folder / "model.onnx", standardize=False)  # predict normalises itself
+    return OnnxModel(path, source=model)
+
+
+def choose_backend(model: nn.Module, backend: str, dtype: torch.dtype | None) -> str:
+    """The backend `predict` runs: `backend` itself, or for "auto" the fastest measured here
+    (benchmarks/predict.py): onnxruntime for fp32 on a CPU where it is installed, else PyTorch's
+    own fused path (bf16 included: onnxruntime's CPU provider has no bf16 convolution).
+    `ZOO_PREDICT_BACKEND=torch` (or another name) makes "auto" that backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
+    if backend == "onnxruntime" and dtype is not None:
+        raise ValueError("onnxruntime runs fp32 only (its CPU provider has no bf16 convolution): use backend='torch'")
+    if backend == "auto":
+        backend = os.environ.get("ZOO_PREDICT_BACKEND", "auto")
+        if backend not in BACKENDS:
+            raise ValueError(f"ZOO_PREDICT_BACKEND must be one of {BACKENDS}, found {backend!r}")
+    if backend != "auto":
+        return "torch" if backend == "onnxruntime" and dtype is not None else backend
+    param = next(model.parameters(), None)
+    on_cpu_fp32 = param is not None and param.device.type == "cpu" and param.dtype == torch.float32
+    if on_cpu_fp32 and dtype is None and not isinstance(model, OnnxModel) and _has_onnxruntime():
+        return "onnxruntime"
+    return "torch"
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def runner(model: nn.Module, backend: str) -> nn.Module:
+    """What runs `model` on `backend` ("torch": the model itself), built once and kept while its
+    weights are unchanged; a backend that cannot be built falls back to "torch" with a warning."""
+    if backend == "torch":
+        return model
+    cache = _RUNNERS.setdefault(model, {})
+    key = (backend, _weights_version(model))
+    if key not in cache:
+        cache.clear()  # older weights' runners
+        try:
+            with eval_mode(model):
+                cache[key] = _build_runner(model, backend)
+        except Exception as e:  # a missing package, an export the model does not support
+            warnings.warn(f"backend {backend!r} is unavailable ({type(e).__name__}: {e}); using 'torch'", stacklevel=3)
+            cache[key] = model
+    return cache[key]
 
 
 def predict(
@@ -145,6 +239,9 @@ def predict(
     overlap: int | None = None,
     tta: str | None = None,
     progress: bool | None = None,
+    out: np.ndarray | None = None,
+    probs_dtype: np.dtype | type = np.float32,
+    backend: str = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per-pixel labels for images of any size, on the model's device, without gradients.
 
@@ -155,23 +252,33 @@ def predict(
             float tensor that is the model's input already: (N, 1, H, W), (N, H, W) or (H, W) (a
             C-channel model: (N, C, H, W) or (C, H, W)).
         batch_size: images per forward pass.
-        return_probs: also return the softmax probabilities, float32 (N, classes, H, W).
+        return_probs: also return the softmax probabilities (N, classes, H, W) in `probs_dtype`.
         dtype: torch.bfloat16 computes under bf16 autocast (weights stay fp32; on a CPU the fused
             convolutions fold batch norm in fp32, then run in bf16); None: the weights' dtype.
         tile: run the model on tiles of about this many pixels a side (rounded up to the model's
-            alignment), each with `overlap` pixels of context, so memory is bounded by the tile,
-            not the image. The default overlap comes from `tile_plan`: the same labels as the whole
-            image at once (up to float rounding); where that cannot hold, a warning says why.
+            alignment), each with `overlap` pixels of context, so the working memory is bounded by
+            the tile, not the image: raw images are normalised tile by tile, and only the labels
+            (and probabilities, if asked) are image-sized. The default overlap comes from
+            `tile_plan`: the same labels as the whole image at once (up to float rounding); where
+            that cannot hold, a warning says why.
         overlap: the context margin to use instead (smaller than the receptive-field radius: tiles
             see less than the whole image would, and a warning says so).
         tta: "flip" averages the logits of the image and of its mirror image (horizontal flip);
             it hurts on M2NIST (digits are not mirror-symmetric: `python -m zoo.summary --tta`).
         progress: a progress bar over the forward passes; None: only on a terminal, and only for
             more than one pass.
+        out: an integer array shaped like the labels to write them into (e.g. a `numpy.memmap`,
+            so an image larger than memory can be labelled with `tile`); it is returned.
+        probs_dtype: the probabilities' type (np.float16 halves their memory).
+        backend: "torch" (PyTorch's fused oneDNN path), "compile" (`torch.compile`, one graph for
+            every size), "onnxruntime" (the model exported by `export_onnx`, the `onnx` extra), or
+            "auto": `choose_backend`. The first call of "compile" or "onnxruntime" on a model builds
+            it (seconds; kept for later calls while the weights stay the same).
 
     Returns:
-        int64 labels shaped like the input images without channels ((H, W) or (N, H, W), also for
-        N = 1), and the probabilities on request.
+        labels shaped like the input images without channels ((H, W) or (N, H, W), also for
+        N = 1), in the smallest integer type that holds the classes (`label_dtype`: uint8 up to
+        256 classes), or `out`; and the probabilities on request.
 
     Raises ValueError before any work when the images' shape, dtype or mode do not fit the model.
     """
@@ -183,41 +290,51 @@ def predict(
         raise ValueError("overlap applies to tiled inference: pass tile= too")
     if tta not in TTA:
         raise ValueError(f"tta must be one of {TTA}, found {tta!r}")
-    x, single = as_batch(images, getattr(model, "in_channels", 1))
-    if not isinstance(images, torch.Tensor):  # raw images: the normalisation the model was trained with
-        x = standardize(x, getattr(model, "preprocessing", None))
+    raw = not isinstance(images, torch.Tensor)
+    x, single = as_batch(images, getattr(model, "in_channels", 1), scale=not raw)
     if dtype not in (None, torch.bfloat16):
         raise ValueError(f"dtype must be None (the weights' dtype) or torch.bfloat16, found {dtype}")
+    n, _, h, w = x.shape
+    if out is not None:
+        wanted = (h, w) if single else (n, h, w)
+        if tuple(out.shape) != wanted or not np.issubdtype(out.dtype, np.integer):
+            raise ValueError(f"out= must be an integer array of shape {wanted}, found {out.dtype} {tuple(out.shape)}")
+        classes = getattr(model, "num_classes", None)
+        if classes is not None and np.iinfo(out.dtype).max < classes - 1:
+            raise ValueError(f"out= holds {out.dtype}, too small for {classes} classes")
+    source = model
+    model = runner(model, choose_backend(model, backend, dtype))
     plan = None
     if tile is not None:
-        plan = tile_plan(model, x.shape[-2], x.shape[-1], overlap)
+        plan = tile_plan(source, h, w, overlap)
         if not plan.exact:
             warnings.warn(f"tiled inference is not exact here: {plan.reason}", stacklevel=2)
     param = next(model.parameters(), None)
     if param is None:  # a module without weights of its own (OnnxModel): CPU, fp32 input
         param = torch.empty(0)
+    preprocessing = getattr(source, "preprocessing", None) if raw else None
+
+    def prepare(part: torch.Tensor) -> torch.Tensor:
+        # raw images: x / 255 and the model's recorded statistics, here, one batch or tile at a time
+        if raw:
+            part = standardize(normalize(part), preprocessing)
+        return part.to(param.device, param.dtype)
+
     autocast = torch.autocast(param.device.type, dtype=torch.bfloat16, enabled=dtype is not None)
-    chunks = x.split(batch_size)
-    steps = len(chunks)
+    steps = -(-n // batch_size)
     if tile is not None:
         th, tw = _tile_sizes(tile, plan)
-        steps *= -(-x.shape[-2] // th) * -(-x.shape[-1] // tw)
+        steps *= -(-h // th) * -(-w // tw)
     bar = progress_bar(total=steps, desc="predict", show=progress if progress is not None or steps > 1 else False)
-    labels, probs = [], []
-    with bar, eval_mode(model), torch.inference_mode(), autocast:
-        for chunk in chunks:
-            chunk_labels, chunk_probs = _predict_chunk(
-                model, chunk.to(param.device, param.dtype), tile, plan, tta, return_probs, bar
-            )
-            labels.append(chunk_labels.cpu())
-            if return_probs:
-                probs.append(chunk_probs.cpu())
-    out = torch.cat(labels).numpy().astype(np.int64)
-    out = out[0] if single else out
+    outputs = _Outputs((n, h, w), None if out is None else out.reshape(n, h, w), probs_dtype)
+    with bar, eval_mode(source), torch.inference_mode(), autocast:
+        for start in range(0, n, batch_size):
+            rows = slice(start, min(start + batch_size, n))
+            _predict_chunk(model, x[rows], rows, tile, plan, tta, prepare, outputs, return_probs, bar)
+    labels = out if out is not None else (outputs.labels[0] if single else outputs.labels)
     if not return_probs:
-        return out
-    p = torch.cat(probs).numpy()
-    return out, (p[0] if single else p)
+        return labels
+    return labels, (outputs.probs[0] if single else outputs.probs)
 
 
 class OnnxModel(nn.Module):
@@ -254,12 +371,17 @@ class Standardized(nn.Module):
 
 
 def export_onnx(
-    model: nn.Module, path: str | Path, opset: int = 18, example_size: tuple[int, int] = (64, 84)
+    model: nn.Module,
+    path: str | Path,
+    opset: int = 18,
+    example_size: tuple[int, int] = (64, 84),
+    standardize: bool = True,
 ) -> Path:
     """Write `model` in eval mode as ONNX with dynamic batch, height and width ("images" -> "logits").
 
     Heights and widths from 16 to 8192 pixels. The graph takes x / 255 images: a model trained
-    with per-channel statistics (`model.preprocessing`) has them applied inside the graph.
+    with per-channel statistics (`model.preprocessing`) has them applied inside the graph
+    (`standardize=False`: the graph takes the model's own input).
 
     The model is handed back in the mode it came in.
     """
@@ -268,7 +390,7 @@ def export_onnx(
     # at least 16x16: three 2x2 max pools with ceil_mode need 9 rows to stay non-empty
     sizes = (("batch", 1), ("height", 16), ("width", 16))
     batch, height, width = (torch.export.Dim(n, min=least, max=8192) for n, least in sizes)
-    has_stats = (getattr(model, "preprocessing", None) or {}).get("mean") is not None
+    has_stats = standardize and (getattr(model, "preprocessing", None) or {}).get("mean") is not None
     with eval_mode(model):
         torch.onnx.export(
             Standardized(model).eval() if has_stats else model,

@@ -24,21 +24,27 @@ def check_uint8(images: np.ndarray | torch.Tensor) -> None:
         )
 
 
+def _tensor(images: np.ndarray) -> torch.Tensor:
+    # a view where the array is writable; read-only arrays (np.asarray of a PIL image) are copied
+    return torch.from_numpy(images if images.flags.writeable else images.copy())
+
+
 def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images (..., H, W) in 0..255 -> float32 tensor in [0, 1] of the same shape."""
     check_uint8(images)
     if isinstance(images, np.ndarray):
-        # read-only arrays (np.asarray of a PIL image) are fine: the result is a new float tensor
-        images = torch.from_numpy(images if images.flags.writeable else images.copy())
+        images = _tensor(images)
     return images.float().div_(SCALE)
 
 
-def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
+def as_batch(images, in_channels: int = 1, scale: bool = True) -> tuple[torch.Tensor, bool]:
     """Raw uint8 images (numpy or PIL) or normalised float tensors -> (float (N, C, H, W), single image?).
 
     Raw images: grayscale (H, W) or (N, H, W) for a one-channel model; (H, W, C) or (N, H, W, C)
     for a C-channel one; a PIL image of the matching mode. They go through
     `zoo.preprocess.normalize` (x / 255); `standardize` then applies a model's recorded statistics.
+    With `scale=False` raw images stay uint8 (a view of the array where it can be), for
+    normalising piece by piece.
     """
     if type(images).__module__.startswith("PIL."):
         mode, wanted = images.mode, "L" if in_channels == 1 else "RGB"
@@ -56,13 +62,15 @@ def as_batch(images, in_channels: int = 1) -> tuple[torch.Tensor, bool]:
                 raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
             if images.ndim not in (2, 3):
                 raise ValueError(f"expected grayscale images (H, W) or (N, H, W), found shape {images.shape}")
-            return normalize(images).reshape(-1, 1, *images.shape[-2:]), images.ndim == 2
+            x = _tensor(images).reshape(-1, 1, *images.shape[-2:])
+            return (normalize(x) if scale else x), images.ndim == 2
         if images.ndim not in (3, 4) or images.shape[-1] != in_channels:
             raise ValueError(
                 f"expected {in_channels}-channel images (H, W, {in_channels}) or (N, H, W, {in_channels}) "
                 f"for a {in_channels}-channel model, found shape {images.shape}"
             )
-        x = normalize(images).movedim(-1, -3)
+        x = _tensor(images)
+        x = (normalize(x) if scale else x).movedim(-1, -3)
         return (x[None], True) if images.ndim == 3 else (x, False)
     if isinstance(images, torch.Tensor):
         if not images.is_floating_point():

@@ -1,0 +1,168 @@
+"""`zoo.predict` on each backend against onnxruntime: `python benchmarks/predict.py [--models ...]`.
+
+For each full-resolution model with shipped weights: PyTorch's fused path (fp32 and bf16),
+`torch.compile` (fp32, dynamic shapes) and onnxruntime (fp32, the zoo's own exported graph), all
+through `zoo.predict(..., backend=...)` on uint8 images, at 64x84 batch 32, 512x512 batch 1 and
+2048x2048 in tiles of 512. In one process the modes take turns, repetition by repetition; each
+figure is the median images/s and its ratio to onnxruntime fp32's median from the same turns.
+First-call latency: the first call on a fresh model (building the compiled graph or the ONNX
+session included). Then vgg4_dilated on an 8192x8192 image in tiles of 512, in a child process:
+peak memory growth (`VmHWM`) and whether its labels equal the whole-image labels on a crop.
+Written as a table and to JSON (`--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {
+    "onnxruntime fp32": {"backend": "onnxruntime"},
+    "torch fp32": {"backend": "torch"},
+    "torch bf16": {"backend": "torch", "bf16": True},
+    "compile fp32": {"backend": "compile"},
+}
+CASES = {
+    "64x84 x32": (32, 64, 84, None),
+    "512x512 x1": (1, 512, 512, None),
+    "2048x2048 tiled": (1, 2048, 2048, 512),
+}
+FULL_RESOLUTION = (
+    "vgg4_dilated", "vgg4_dilated_context", "vgg4_large_kernel", "vgg4_stitch", "vgg7_dilated",
+    "vgg7_dilated_context", "cascade10", "cascade10_depthwise", "resnet18_dilated", "resnet18_dilated_degrid",
+)  # fmt: skip
+
+BIG = r"""
+import json, sys
+import numpy as np, torch
+import zoo
+from zoo.cpu import keep_freed_memory
+
+def hwm_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+keep_freed_memory()
+size, tile = int(sys.argv[1]), int(sys.argv[2])
+model = zoo.create_model("vgg4_dilated", pretrained=True)
+image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
+zoo.predict(model, image[:600, :600], tile=tile, backend="torch")  # warm-up: kernels, allocator
+base = hwm_mb()  # the image and the model are in memory already
+labels = zoo.predict(model, image, tile=tile, backend="torch")
+growth = hwm_mb() - base
+crop = image[:700, :900]  # the whole-image labels of a crop that fits, against the tiled ones
+tiled_crop = zoo.predict(model, crop, tile=tile, backend="torch")
+same = bool((zoo.predict(model, crop, backend="torch") == tiled_crop).all())
+print(json.dumps({"peak_growth_mb": growth, "labels_dtype": str(labels.dtype), "crop_equal": same}))
+"""
+
+
+def run_modes(name: str, reps: int) -> list[dict]:
+    import numpy as np
+    import torch
+
+    import zoo
+
+    rows = []
+    for case, (batch, h, w, tile) in CASES.items():
+        images = np.random.default_rng(0).integers(0, 256, (batch, h, w), dtype=np.uint8)
+        models, first = {}, {}
+        for mode, spec in MODES.items():
+            models[mode] = zoo.create_model(name, pretrained=True).eval()  # fresh: the first call builds
+            start = time.perf_counter()
+            calls = lambda m=models[mode], s=spec: zoo.predict(  # noqa: E731
+                m, images, tile=tile, backend=s["backend"], dtype=torch.bfloat16 if s.get("bf16") else None
+            )
+            reference = calls()
+            first[mode] = time.perf_counter() - start
+            if mode == "onnxruntime fp32":
+                plain = reference
+            agree = float((reference == plain).mean())
+            rows.append(
+                {
+                    "model": name,
+                    "case": case,
+                    "mode": mode,
+                    "first_call_s": round(first[mode], 2),
+                    "agree": agree,
+                }
+            )
+            models[mode] = calls
+        times = {mode: [] for mode in MODES}
+        for _ in range(reps):
+            for mode in MODES:
+                start = time.perf_counter()
+                models[mode]()
+                times[mode].append(time.perf_counter() - start)
+        ort = statistics.median(times["onnxruntime fp32"])
+        for row in rows[-len(MODES) :]:
+            seconds = statistics.median(times[row["mode"]])
+            row["images_per_s"] = round(batch / seconds, 2)
+            row["vs_onnxruntime"] = round(ort / seconds, 2)
+        print(
+            f"{name} {case}: "
+            + ", ".join(f"{r['mode']} {r['vs_onnxruntime']}x" for r in rows[-len(MODES) :]),
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(FULL_RESOLUTION))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--big", type=int, default=8192, help="side of the tiled large image")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "predict.json"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from zoo.cpu import has_bf16, keep_freed_memory
+
+    keep_freed_memory()
+    rows = [row for name in args.models for row in run_modes(name, args.reps)]
+    done = subprocess.run(
+        [sys.executable, "-c", BIG, str(args.big), "512"], cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    big = {"size": args.big, "tile": 512, **json.loads(done.stdout.strip().splitlines()[-1])}
+    result = {
+        "command": "python benchmarks/predict.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, bf16 instructions: {has_bf16()}",
+        "reps": args.reps,
+        "rows": rows,
+        "tiled_large_image": big,
+    }
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+
+
+def format_table(result: dict) -> str:
+    """The docs' table from the JSON."""
+    lines = [
+        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | labels = onnxruntime's |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| `{r['model']}` | {r['case']} | {r['mode']} | {r['images_per_s']} | {r['vs_onnxruntime']} | "
+            f"{r['first_call_s']} | {r['agree']:.4%} |"
+        )
+    big = result["tiled_large_image"]
+    lines.append(
+        f"\nvgg4_dilated, {big['size']}x{big['size']} in tiles of {big['tile']}: peak memory growth "
+        f"{big['peak_growth_mb']:.0f} MB, labels {big['labels_dtype']}, equal to the whole image's on a "
+        f"700x900 crop: {big['crop_equal']}."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
