@@ -354,3 +354,25 @@ def test_one_epoch_fit_on_an_rgb_folder_then_load_and_predict(tmp_path):
         "--trainer.default_root_dir", str(tmp_path / "run3"), "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     assert rc == 2
+
+
+def test_colour_masks_through_a_palette_and_class_pixel_counts_by_hand(tmp_path):
+    palette = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
+    for i in range(6):
+        mask = np.zeros((8, 10, 3), np.uint8)
+        mask[:2] = palette[1]  # 20 red pixels
+        mask[2:3, :5] = palette[2]  # 5 blue pixels
+        write_pair(tmp_path / "images", tmp_path / "masks", f"{i}", np.full((8, 10), 9, np.uint8), np.zeros((8, 10)))
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    with pytest.raises(FolderDataError, match="colour mask: pass the colour of each class as --data.palette"):
+        FolderSegmentation(str(tmp_path), crop_size=8, val_fraction=0.2, test_fraction=0.2)
+    data = FolderSegmentation(str(tmp_path), crop_size=8, palette=palette, val_fraction=0.2, test_fraction=0.2)
+    assert data.num_classes == 3
+    assert data.class_pixel_counts() == [4 * 55, 4 * 20, 4 * 5]  # four training images of 80 pixels
+    _, labels = data.dataset("test")[0]
+    assert labels[:2].eq(1).all() and labels[2, :5].eq(2).all() and labels[3:].eq(0).all()
+    bad = np.zeros((8, 10, 3), np.uint8)
+    bad[0, 0] = [1, 2, 3]
+    Image.fromarray(bad).save(tmp_path / "masks" / "0.png")
+    with pytest.raises(FolderDataError, match=r"0.png: colour\(s\) \[\[1, 2, 3\]\] are not in the palette"):
+        FolderSegmentation(str(tmp_path), crop_size=8, palette=palette)

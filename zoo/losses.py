@@ -15,10 +15,14 @@ def median_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.Te
     never occur get weight 0; IGNORE_INDEX pixels are not counted.
     """
     labels = labels.reshape(-1).long()
-    freq = torch.bincount(labels[labels != IGNORE_INDEX], minlength=num_classes).double()
-    freq = freq / freq.sum()
+    return median_frequency_from_counts(torch.bincount(labels[labels != IGNORE_INDEX], minlength=num_classes))
+
+
+def median_frequency_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """`median_frequency_weights` from the pixel count of each class."""
+    freq = counts.double() / counts.sum()
     present = freq > 0
-    weights = torch.zeros(num_classes, dtype=torch.float64)
+    weights = torch.zeros(len(counts), dtype=torch.float64)
     weights[present] = freq[present].median() / freq[present]
     return weights.float()
 

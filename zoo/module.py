@@ -28,7 +28,7 @@ from zoo.checkpoint import (
     upgrade_hyperparameters,
 )
 from zoo.data.m2nist import BACKGROUND, CLASS_NAMES, NUM_CLASSES
-from zoo.losses import median_frequency_weights, segmentation_loss
+from zoo.losses import median_frequency_from_counts, segmentation_loss
 from zoo.metrics import SegmentationMetrics, format_table
 
 FREEZE = (None, "features")
@@ -198,8 +198,8 @@ class SegmentationModule(pl.LightningModule):
             init_weights_from(self.model, self.hparams.init_from, self.hparams.init_parts)
             self.initialised_from = self.hparams.init_from
         if self.hparams.class_weights == "median_frequency" and self.class_weight is None:
-            labels = torch.from_numpy(self.trainer.datamodule.splits["train"][1])
-            self.class_weight = median_frequency_weights(labels, self.num_classes).to(self.device)
+            counts = torch.as_tensor(self.trainer.datamodule.class_pixel_counts())
+            self.class_weight = median_frequency_from_counts(counts).to(self.device)
         if self.hparams.channels_last is False:
             self.model.to(memory_format=torch.contiguous_format)
         if self.hparams.compile:

@@ -66,6 +66,10 @@ class SegmentationData(pl.LightningDataModule):
     def eval_batch_size(self, split: str) -> int:
         return self.hparams.batch_size
 
+    def class_pixel_counts(self) -> list[int]:
+        """The training pixels of each class (for median-frequency class weights)."""
+        raise NotImplementedError
+
     @property
     def train_seed(self) -> int:
         return self.hparams.seed
@@ -213,6 +217,10 @@ class M2NISTDataModule(SegmentationData):
         return self.hparams.seed if self.hparams.train_seed is None else self.hparams.train_seed
 
 
+    def class_pixel_counts(self) -> list[int]:
+        self.setup()
+        return np.bincount(self.splits["train"][1].reshape(-1), minlength=NUM_CLASSES).tolist()
+
     def report_samples(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The first `n` test images (uint8) and their labels, for the training report."""
         self.setup()
@@ -334,6 +342,9 @@ class FolderSegmentation(SegmentationData):
             length=h.crops_per_epoch,
             **common,
         )
+
+    def class_pixel_counts(self) -> list[int]:
+        return self.scan.class_pixels
 
     def report_samples(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The first `n` test images (uint8) and their labels, for the training report."""
