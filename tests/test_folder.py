@@ -71,6 +71,8 @@ def test_images_masks_layout_splits_by_seed_and_replays_from_the_split_file(tmp_
     split_file = write_split_file(a.pairs, tmp_path / "splits.json")
     c = FolderSegmentation(str(root), crop_size=16, seed=99, split_file=str(split_file))
     assert {s: [img.stem for img, _ in p] for s, p in c.pairs.items()} == stems
+    with pytest.raises(FolderDataError, match="cannot read the split file .*missing.json"):
+        FolderSegmentation(str(root), split_file=str(tmp_path / "missing.json"))
 
 
 def test_per_split_folders_and_explicit_folders(tmp_path):

@@ -293,7 +293,12 @@ def split_pairs(
     if not missing:
         return dict(pairs)
     if split_file is not None:
-        recorded = json.loads(Path(split_file).read_text())
+        try:
+            recorded = json.loads(Path(split_file).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FolderDataError(f"cannot read the split file {split_file}: {e}") from None
+        if not isinstance(recorded, dict):
+            raise FolderDataError(f"{split_file} holds no split: expected {{'train': [stems], 'val': [...], 'test': [...]}}")
         by_stem = {img.stem: (img, mask) for img, mask in pool}
         out = dict(pairs)
         for s in ("train", *missing):
