@@ -6,7 +6,8 @@ through `zoo.predict(..., backend=...)` on uint8 images, at 64x84 batch 32, 512x
 2048x2048 in tiles of 512. In one process the modes take turns, repetition by repetition; each
 figure is the median images/s and its ratio to onnxruntime fp32's median from the same turns.
 First-call latency: the first call on a fresh model (building the compiled graph or the ONNX
-session included). Then vgg4_dilated on an 8192x8192 image in tiles of 512, in a child process:
+session included); peak memory growth: of one later call, from `VmHWM` reset through
+/proc/self/clear_refs. Then vgg4_dilated on an 8192x8192 image in tiles of 512, in a child process:
 peak memory growth (`VmHWM`) and whether its labels equal the whole-image labels on a crop.
 Written as a table and to JSON (`--json`).
 """
@@ -65,6 +66,22 @@ print(json.dumps({"peak_growth_mb": growth, "labels_dtype": str(labels.dtype), "
 """
 
 
+def _status_mb(key: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_growth_mb(call) -> float:
+    """Peak resident memory growth of one call: VmHWM reset (/proc/self/clear_refs), then read."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # peak RSS := current RSS (Linux 4.0+)
+    base = _status_mb("VmRSS")
+    call()
+    return _status_mb("VmHWM") - base
+
+
 def run_modes(name: str, reps: int) -> list[dict]:
     import numpy as np
     import torch
@@ -104,6 +121,7 @@ def run_modes(name: str, reps: int) -> list[dict]:
                 times[mode].append(time.perf_counter() - start)
         ort = statistics.median(times["onnxruntime fp32"])
         for row in rows[-len(MODES) :]:
+            row["peak_growth_mb"] = round(peak_growth_mb(models[row["mode"]]), 1)
             seconds = statistics.median(times[row["mode"]])
             row["images_per_s"] = round(batch / seconds, 2)
             row["vs_onnxruntime"] = round(ort / seconds, 2)
@@ -123,9 +141,10 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "predict.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from zoo.cpu import has_bf16, keep_freed_memory
+    from zoo.cpu import has_bf16
 
-    keep_freed_memory()
+    # no zoo.cpu.keep_freed_memory() here: memory freed by one call goes back to the OS, so the
+    # next call's peak growth is its own (the ratios compare modes under the same setting)
     rows = [row for name in args.models for row in run_modes(name, args.reps)]
     done = subprocess.run(
         [sys.executable, "-c", BIG, str(args.big), "512"], cwd=ROOT, capture_output=True, text=True
@@ -147,13 +166,13 @@ def main() -> None:
 def format_table(result: dict) -> str:
     """The docs' table from the JSON."""
     lines = [
-        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | labels = onnxruntime's |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | peak growth MB | labels = onnxruntime's |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| `{r['model']}` | {r['case']} | {r['mode']} | {r['images_per_s']} | {r['vs_onnxruntime']} | "
-            f"{r['first_call_s']} | {r['agree']:.4%} |"
+            f"{r['first_call_s']} | {r.get('peak_growth_mb', '')} | {r['agree']:.4%} |"
         )
     big = result["tiled_large_image"]
     lines.append(

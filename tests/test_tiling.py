@@ -214,7 +214,7 @@ def test_a_backend_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "compile"])
-@pytest.mark.parametrize("name", [n for n in zoo.list_models(pretrained=True) if zoo.create_model(n).full_resolution])
+@pytest.mark.parametrize("name", zoo.list_models(pretrained=True))
 def test_every_shipped_model_gives_the_plain_labels_on_each_backend(name, backend):
     pytest.importorskip("onnxruntime")
     model = zoo.create_model(name, pretrained=True).eval()
