@@ -50,7 +50,7 @@ def main() -> int:
     image = np.zeros((64, 84), np.uint8)
     image[20:40, 30:34] = 255  # a stroke like a 1
     labels = zoo.predict(model, image)
-    assert labels.shape == (64, 84) and labels.dtype == np.int64
+    assert labels.shape == (64, 84) and labels.dtype == np.uint8  # the smallest type for 11 classes
     attribution = zoo.explain(model, image, int(labels[30, 31]), pixel=(30, 31), method="guided")
     assert attribution.shape == (64, 84) and torch.isfinite(attribution).all()
     with tempfile.TemporaryDirectory() as tmp:
