@@ -221,3 +221,17 @@ def test_every_shipped_model_gives_the_plain_labels_on_each_backend(name, backen
     images = np.random.default_rng(0).integers(0, 256, (4, 64, 84), dtype=np.uint8)
     plain = zoo.predict(model, images, backend="torch")
     assert (zoo.predict(model, images, backend=backend) == plain).mean() >= 0.9999
+
+
+def test_a_compiled_graph_that_fails_at_its_first_call_falls_back_with_a_warning(monkeypatch):
+    import zoo.inference
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("LoweringException: cannot lower this")
+
+    monkeypatch.setattr(zoo.inference.torch, "compile", lambda model, dynamic: fails)
+    model = zoo.create_model("vgg4_dilated").eval()
+    image = np.zeros((20, 30), np.uint8)
+    with pytest.warns(UserWarning, match="backend 'compile' failed for this model .*cannot lower this.*using 'torch'"):
+        labels = zoo.predict(model, image, backend="compile")
+    np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))

@@ -169,11 +169,30 @@ def _weights_version(model: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
+class _Compiled(nn.Module):
+    """`torch.compile(model, dynamic=True)` (one graph for every size), falling back to `model` with
+    a one-line warning if inductor cannot build a graph: compiling is lazy, so that shows only
+    at a call, and the same shapes can fail or not with the batch size."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.in_channels = model, getattr(model, "in_channels", 1)
+        self.compiled, self.failed = torch.compile(model, dynamic=True), False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # inductor's lowering errors have many types
+                self.failed = True
+                message = str(e).splitlines()[0][:200]
+                warnings.warn(f"backend 'compile' failed for this model ({type(e).__name__}: {message}); using 'torch'")
+        return self.model(x)
+
+
 def _build_runner(model: nn.Module, backend: str) -> nn.Module:
     if backend == "compile":
-        compiled = torch.compile(model, dynamic=True)  # one graph for every height and width
-        compiled.in_channels = getattr(model, "in_channels", 1)
-        return compiled
+        return _Compiled(model)
     import onnxruntime  # noqa: F401  (the onnx extra; an ImportError falls back)
 
     folder = Path(tempfile.mkdtemp(prefix="zoo_onnx_"))
