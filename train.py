@@ -1,11 +1,13 @@
-"""Train a zoo model on M2NIST: `python train.py` (defaults), or `python train.py fit --config configs/<model>.yaml`.
+"""Train a zoo model: `python train.py` runs the packaged recipe (vgg7_dilated on M2NIST).
 
-Subcommands fit, validate, test and predict; `python train.py fit --print_config` shows every option.
+`python train.py fit --model.arch unet`, `--config configs/shared.yaml`, `--data FolderSegmentation
+--data.root DIR` for your own images; `python train.py fit --print_config` shows what will run.
+The same command is `python -m zoo train` from an installed wheel.
 """
 
 import sys
 
-from zoo.cli import main
+from zoo.training.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 import zoo  # noqa: E402
 from zoo.shipped import pretrained_card  # noqa: E402
-from zoo.summary import first_stage_score  # noqa: E402
+from summary import first_stage_score  # noqa: E402  (tools/summary.py)
 
 
 def main(argv: list[str] | None = None) -> int:

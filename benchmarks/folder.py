@@ -2,7 +2,7 @@
 
 The ISBI 2012 EM membrane sections (`../shared/data/isbi2012-membranes`, 30 labelled 512x512
 grayscale images, masks 0/255) through the folder data module, exactly as a user trains them:
-`python train.py fit --data FolderSegmentation ...` (run in-process through `zoo.cli.main`),
+`python train.py fit --data FolderSegmentation ...` (run in-process through `zoo.training.cli.main`),
 the README's fixed split (sections 00-21 train, 22-25 validation, 26-29 test) given as a split
 file. Every model gets the same recipe, steps and batch. Written as a table and to JSON:
 
@@ -129,7 +129,7 @@ def measure(name: str, what: str, size: int, tile: int | None, reps: int) -> dic
 
 def loader_speed(split_file: Path, workers: int, crop: int, batch: int, batches: int = 20) -> float:
     """Training crops per second that the folder data module's loader delivers (no model)."""
-    from zoo.data.datamodule import FolderSegmentation
+    from zoo.training.datamodules import FolderSegmentation
 
     data = FolderSegmentation(
         str(DATA), mask_values=[0, 255], split_file=str(split_file), crop_size=crop, batch_size=batch,

@@ -1,5 +1,6 @@
 """The package's shape: imports run one way, every module imports alone, and the README's layout is generated."""
 
+import ast
 import importlib.util
 import os
 import subprocess
@@ -26,10 +27,87 @@ def test_imports_run_one_way():
     assert graph["zoo.registry"] == set() and graph["zoo.cards"] == set()
     assert graph["zoo.shipped"] == {"zoo.cards"}
     assert {"zoo.registry", "zoo.shipped"} <= graph["zoo.builder"]
-    # nothing below the Lightning module reaches up to it or to the command line
-    lightning = {"zoo.module", "zoo.cli", "zoo.data.datamodule", "zoo.callbacks"}
-    for name in ("zoo.registry", "zoo.builder", "zoo.checkpoint", "zoo.models", "zoo.inference"):
-        assert not graph[name] & lightning, name
+
+
+CORE = ("zoo", "zoo.models", "zoo.layers", "zoo.registry", "zoo.builder", "zoo.shipped", "zoo.cards",
+        "zoo.checkpoint", "zoo.inference", "zoo.preprocess", "zoo.cpu", "zoo.hf", "zoo.rf")  # fmt: skip
+
+
+def reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every zoo module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+@pytest.mark.parametrize("core", CORE)
+def test_the_core_imports_neither_the_lightning_side_nor_the_data(core):
+    graph = layout.zoo_imports()
+    modules = reached(graph, core) | {core}
+    assert not {m for m in modules if m.startswith(("zoo.training", "zoo.data"))}, core
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the packages a file imports (anywhere in it)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_training_package_imports_lightning():
+    lightning = {"pytorch_lightning", "lightning", "torchmetrics", "jsonargparse"}
+    users = {layout.module_name(p) for p in (ROOT / "zoo").rglob("*.py") if third_party_imports(p) & lightning}
+    assert users and all(m.startswith("zoo.training") for m in users), sorted(users)
+
+
+def test_importing_the_core_loads_no_lightning_and_no_data():
+    code = (
+        "import sys, zoo, zoo.models, zoo.layers, zoo.inference, zoo.checkpoint, zoo.rf\n"
+        "zoo.create_model('vgg4_dilated')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'torchmetrics')"
+        " or m.startswith(('zoo.training', 'zoo.data'))]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_readme_generators_and_experiments_live_in_tools_not_in_the_package():
+    for name in ("summary", "concentration", "identity_errors", "glyph_classifier"):
+        assert not list((ROOT / "zoo").rglob(f"{name}.py")), name
+        assert (ROOT / "tools" / f"{name}.py").is_file(), name
+
+
+MOVED = {  # old path -> new path, kept for one release
+    "zoo.module": "zoo.training.module",
+    "zoo.cli": "zoo.training.cli",
+    "zoo.callbacks": "zoo.training.callbacks",
+    "zoo.metrics": "zoo.training.metrics",
+    "zoo.losses": "zoo.training.losses",
+    "zoo.data.datamodule": "zoo.training.datamodules",
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_module_still_imports_from_its_old_path_with_a_warning(old):
+    import importlib
+
+    new = importlib.import_module(MOVED[old])
+    public = [n for n, v in vars(new).items() if not n.startswith("_") and getattr(v, "__module__", None) == new.__name__]
+    assert public
+    module = importlib.import_module(old)
+    for name in public:
+        with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {MOVED[old]}.{name}"):
+            assert getattr(module, name) is getattr(new, name)
+    with pytest.raises(AttributeError), pytest.warns(DeprecationWarning):
+        module.no_such_name
 
 
 def test_a_cycle_is_found_also_through_an_import_inside_a_function(tmp_path):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import zoo
 import zoo.cpu
-from zoo.cli import default_precision
+from zoo.training.cli import default_precision
 from zoo.cpu import has_bf16
 from zoo.layers.conv import Conv2d, ConvBNAct, avoid_bf16_conv_fault
 
@@ -21,13 +21,15 @@ needs_bf16 = pytest.mark.skipif(
 
 
 def test_default_precision(monkeypatch):
-    import zoo.cli
+    import zoo.training.cli
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(zoo.cli, "has_bf16", lambda: True)
-    assert default_precision() == "bf16-mixed" and zoo.cli.default_config().name == "default.yaml"
-    monkeypatch.setattr(zoo.cli, "has_bf16", lambda: False)  # fp32 is ~2x slower: a shorter recipe
-    assert default_precision() == "32-true" and zoo.cli.default_config().name == "default_fp32.yaml"
+    monkeypatch.setattr(zoo.training.cli, "has_bf16", lambda: True)
+    assert default_precision() == "bf16-mixed"
+    assert [p.name for p in zoo.training.cli.default_config_files()] == ["default.yaml"]
+    monkeypatch.setattr(zoo.training.cli, "has_bf16", lambda: False)  # fp32 is ~2x slower: a shorter recipe
+    assert default_precision() == "32-true"
+    assert [p.name for p in zoo.training.cli.default_config_files()] == ["default.yaml", "default_fp32.yaml"]
 
 
 def _conv_inputs(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -156,7 +156,9 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
     (stage,) = card["training"]["earlier_stages"]
     assert stage["epochs"] == 60 and stage["fit_seconds"] == 100.0 and stage["command"] == "python train.py a"
 
-    from zoo.summary import markdown
+    from helpers import load_tool
+
+    markdown = load_tool("summary").markdown
 
     row = {
         "model": "m",

@@ -24,8 +24,8 @@ print(zoo.cpu.keep_freed_memory(), zoo.cpu._applied)
 """
 
 TRAIN_ENTRY = """
-import zoo.cli, zoo.cpu
-code = zoo.cli.main(["fit", "--model.arch", "no_such_model"])
+import zoo.training.cli, zoo.cpu
+code = zoo.training.cli.main(["fit", "--model.arch", "no_such_model"])
 print(code, zoo.cpu._applied)
 """
 

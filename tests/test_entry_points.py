@@ -16,7 +16,7 @@ import zoo
 from zoo.__main__ import main as zoo_main
 from zoo.data.datasets import RecomposedM2NIST
 from zoo.data.glyphs import GLYPH, glyph_pools
-from zoo.losses import dice_loss
+from zoo.training.losses import dice_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +118,7 @@ def one_step(tmp_path, **switches) -> torch.nn.Module:
     import pytorch_lightning as pl
 
     from zoo.data import M2NISTDataModule
-    from zoo.module import SegmentationModule
+    from zoo.training.module import SegmentationModule
 
     pl.seed_everything(0)
     # SGD, not AdamW: a conv bias before BN has a zero gradient up to rounding, which Adam's

@@ -196,7 +196,7 @@ def test_every_models_integrated_gradients_are_complete(name):
 
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_every_pretrained_model_explains_its_own_prediction(name):
-    from zoo.summary import test_split
+    from zoo.data.splits import test_split
 
     images, labels = test_split("m2nist")
     model = zoo.create_model(name, pretrained=True)
@@ -358,7 +358,9 @@ def test_explain_command_writes_the_figure(tmp_path, capsys):
 def test_concentration_command_prints_and_records_the_table(tmp_path, capsys):
     import json
 
-    from zoo.concentration import main
+    from helpers import load_tool
+
+    main = load_tool("concentration").main
 
     out = tmp_path / "c.json"
     main(["vgg4_dilated", "--methods", "gradient", "guided", "--limit", "6", "--json", str(out)])

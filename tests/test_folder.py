@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.data.datamodule import FolderSegmentation
+from zoo.training.datamodules import FolderSegmentation
 from zoo.data.folder import FolderDataError, MaskValues, random_crop
-from zoo.losses import IGNORE_INDEX, segmentation_loss
-from zoo.metrics import SegmentationMetrics
+from zoo.training.losses import IGNORE_INDEX, segmentation_loss
+from zoo.training.metrics import SegmentationMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_loss_and_metrics_ignore_void_pixels_by_hand():
 
 
 def test_dice_leaves_void_pixels_out():
-    from zoo.losses import dice_loss
+    from zoo.training.losses import dice_loss
 
     target = torch.tensor([[[0, 1, IGNORE_INDEX]]])
     logits = torch.tensor([[[[9.0, -9.0, -9.0]], [[-9.0, 9.0, 9.0]]]])  # confident and right
@@ -299,7 +299,7 @@ def test_models_know_no_data_set():
 
 
 def train_py(args: list[str]) -> int:
-    from zoo.cli import main
+    from zoo.training.cli import main
 
     return main(args)
 

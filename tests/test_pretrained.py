@@ -46,7 +46,7 @@ def test_split():
 
 
 def digit_miou_numpy(pred, truth, classes=11, background=10):
-    """Written apart from zoo.metrics: a bincount confusion matrix over the whole split."""
+    """Written apart from zoo.training.metrics: a bincount confusion matrix over the whole split."""
     conf = np.bincount(truth.ravel().astype(np.int64) * classes + pred.ravel(), minlength=classes**2)
     conf = conf.reshape(classes, classes)
     tp = np.diag(conf)

@@ -1,24 +1,17 @@
 """The developer tools in tools/: training inputs, and the error analysis on hand-built label maps."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_tool
 
 import zoo
 from zoo.checkpoint import _earlier_stages
 from zoo.shipped import load_state_checked
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 BG = 10  # the background label

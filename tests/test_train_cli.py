@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from zoo.cli import main
-from zoo.module import SegmentationModule
+from zoo.training.cli import main
+from zoo.training.module import SegmentationModule
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = [4, 4, 4, 4]
@@ -98,7 +98,7 @@ KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, os.getcwd())  # the repository, as for train.py
 import pytorch_lightning as pl
-from zoo.cli import main
+from zoo.training.cli import main
 
 class KillMidEpoch(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
@@ -241,7 +241,7 @@ def test_a_checkpoint_of_the_string_option_era_still_loads(tmp_path):
 
 
 def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
-    config = ["--config", str(ROOT / "configs" / "vgg4_dilated.yaml")]
+    config = ["--config", str(ROOT / "configs" / "shared.yaml"), "--model.arch", "vgg4_dilated"]
     without_ckpt = [
         "--model.model_kwargs", json.dumps({"widths": WIDTHS}), "--data.data_dir", "null", "--data.batch_size", "4",
         "--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.recompose", "true",

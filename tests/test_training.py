@@ -11,9 +11,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 import zoo
 from zoo.data import M2NISTDataModule
-from zoo.losses import median_frequency_weights
-from zoo.metrics import SegmentationMetrics, scores_from_confusion
-from zoo.module import SegmentationModule
+from zoo.training.losses import median_frequency_weights
+from zoo.training.metrics import SegmentationMetrics, scores_from_confusion
+from zoo.training.module import SegmentationModule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,7 +217,7 @@ def test_freeze_features_trains_only_the_head(tmp_path):
 def test_a_one_cycle_left_without_a_length_runs_over_the_whole_fit():
     from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
-    from zoo.module import OneCycle, build_scheduler
+    from zoo.training.module import OneCycle, build_scheduler
 
     def optimizer():
         return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
@@ -251,7 +251,7 @@ class NonFiniteAt(SegmentationModule):
 def test_non_finite_loss_stops_and_keeps_the_weights_before_the_bad_step(tmp_path):
     import json
 
-    from zoo.module import NonFiniteLossError
+    from zoo.training.module import NonFiniteLossError
 
     pl.seed_everything(0)
     module = NonFiniteAt("vgg4_dilated", {"widths": [4, 4, 4, 4]}, lr_scheduler=None)
@@ -277,7 +277,7 @@ def test_non_finite_loss_stops_and_keeps_the_weights_before_the_bad_step(tmp_pat
 def test_diverged_weights_are_not_kept(tmp_path):
     import json
 
-    from zoo.module import NONFINITE_CHECKPOINT, NonFiniteLossError
+    from zoo.training.module import NONFINITE_CHECKPOINT, NonFiniteLossError
 
     module = SegmentationModule(
         "vgg4_dilated", {"widths": [4, 4, 4, 4]}, optimizer=functools.partial(SGD, lr=1e30), lr_scheduler=None
@@ -303,35 +303,47 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 SCATTER_CONFIGS = sorted((ROOT / "configs" / "scatter").glob("*.yaml"))
 
 
-def test_every_model_has_a_config():
-    names = {p.stem for p in CONFIGS}
-    assert set(zoo.list_models()) <= names
+def cli_for(args: list[str]):
+    """The train.py parser over the packaged recipe, built but not run."""
+    from zoo.training.cli import ZooCLI, parser_kwargs
+    from zoo.training.datamodules import SegmentationData
+    from zoo.training.module import SegmentationModule
+
+    return ZooCLI(
+        SegmentationModule,
+        SegmentationData,
+        subclass_mode_data=True,
+        args=[*args, "--trainer.logger", "false"],
+        parser_kwargs=parser_kwargs(run=False),
+        run=False,
+    )
 
 
-def test_comparison_configs_share_one_recipe():
-    # the model table's rows compare architectures on equal terms: same everything but the arch
-    import yaml
+@pytest.mark.parametrize("arch", zoo.list_models())
+def test_the_shared_recipe_trains_every_model_on_equal_terms(arch):
+    # the model table's rows compare architectures on equal terms: one config, only the arch differs
+    cli = cli_for(["--config", str(ROOT / "configs" / "shared.yaml"), "--model.arch", arch])
+    assert cli.model.hparams.arch == arch and cli.trainer.max_epochs == 6
+    model = cli.config.model
+    assert model.optimizer.init_args.lr == 0.02  # written in the packaged recipe, not in shared.yaml
+    assert model.lr_scheduler.class_path == "zoo.training.module.OneCycle"
+    assert cli.datamodule.hparams.recompose and not cli.datamodule.hparams.augment
+    assert cli.trainer.default_root_dir == f"checkpoints/runs/{arch}"
 
-    recipes = {}
-    for path in CONFIGS:
-        if path.stem in zoo.list_models() and not path.stem.endswith("_wide"):
-            recipe = yaml.safe_load(path.read_text())
-            assert recipe["model"].pop("arch") == path.stem
-            recipes[path.stem] = recipe
-    first = next(iter(recipes.values()))
-    assert all(r == first for r in recipes.values()), [n for n, r in recipes.items() if r != first]
+
+def test_no_config_runs_the_packaged_recipe_and_flags_override_it():
+    cli = cli_for([])
+    assert cli.model.hparams.arch == "vgg7_dilated" and cli.config.model.optimizer.init_args.lr == 0.02
+    assert cli.trainer.max_epochs in (12, 6)  # 6 where training runs in fp32 (default_fp32.yaml)
+    cli = cli_for(["--trainer.max_epochs", "3", "--model.arch", "unet"])
+    assert cli.trainer.max_epochs == 3 and cli.model.hparams.arch == "unet"
 
 
 @pytest.mark.parametrize(
     "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
 )
 def test_config_parses_and_instantiates(config):
-    from zoo.cli import SegmentationModule as Module
-    from zoo.cli import ZooCLI
-
-    cli = ZooCLI(
-        Module, M2NISTDataModule, args=["--config", str(config), "--trainer.logger", "false"], run=False
-    )
+    cli = cli_for(["--config", str(config)])
     arch = cli.model.hparams.arch
     assert zoo.is_model(arch)
     scatter = config.parent.name == "scatter"
@@ -341,7 +353,7 @@ def test_config_parses_and_instantiates(config):
     # _long: the shared recipe trained longer, with augmentation, into its own run folder)
     stage = re.search(r"_stage(\d)$", config.stem)
     base = config.stem.removesuffix(stage[0]) if stage else config.stem  # vgg4_dilated_context_long
-    assert re.sub(r"_glyphs$|_long$", "", base) in (arch, "default", "default_fp32")
+    assert re.sub(r"_glyphs$|_long$", "", base) in (arch, "default", "shared")
     if "_long" in config.stem:
         assert cli.trainer.default_root_dir == f"checkpoints/runs/{config.stem}"
     if cli.model.hparams.init_parts == "features":  # a new head on another model's features
@@ -364,7 +376,7 @@ def test_config_parses_and_instantiates(config):
     "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
 )
 def test_every_config_runs_a_training_step(config, tmp_path):
-    from zoo.cli import main
+    from zoo.training.cli import main
 
     tiny = ["--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.batch_size", "4"]
     args = ["fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "1", "--model.init_from", "null"]
@@ -372,7 +384,7 @@ def test_every_config_runs_a_training_step(config, tmp_path):
 
 
 def test_cli_unknown_model_is_one_line_error(capsys):
-    from zoo.cli import main
+    from zoo.training.cli import main
 
     assert main(["fit", "--model.arch", "vgg4_dilatd"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -406,7 +418,7 @@ def smallest(weights: list[torch.Tensor], amount: float, per_layer: bool) -> lis
 
 @pytest.mark.parametrize("per_layer", [False, True])
 def test_pruning_waits_for_its_epoch_then_zeroes_the_smallest_weights(tmp_path, per_layer):
-    from zoo.callbacks import MagnitudePruning
+    from zoo.training.callbacks import MagnitudePruning
 
     pl.seed_everything(0)
     before, after = ConvWeights(), ConvWeights()

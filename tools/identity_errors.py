@@ -37,7 +37,7 @@ from zoo.data import BACKGROUND, NUM_CLASSES  # noqa: E402
 from zoo.data.glyphs import SPLITS, glyph_pools  # noqa: E402
 from zoo.data.splits import DEFAULT_SIZES, compose, generate_splits  # noqa: E402
 from zoo.data.stats import touching_mask  # noqa: E402
-from zoo.metrics import SegmentationMetrics  # noqa: E402
+from zoo.training.metrics import SegmentationMetrics  # noqa: E402
 
 LAYOUT = "scatter"
 

@@ -3,8 +3,8 @@
 CI runs it in a fresh virtual environment that installed the built wheel with its real
 dependencies (`.ci/run`). Every declared extra must import: a missing one fails here, it is not
 skipped. Then: list, create, load pretrained weights, predict, export ONNX, the Hub layout,
-explain, and fit one
-epoch through the training CLI, all from the installed package.
+explain, the packaged training recipe, and fit one
+epoch through `python -m zoo train`, all from the installed package.
 """
 
 from __future__ import annotations
@@ -63,13 +63,20 @@ def main() -> int:
         zoo.save_pretrained(model, Path(tmp) / "hub")
         again = zoo.from_pretrained(Path(tmp) / "hub")
         assert (zoo.predict(again, image) == labels).all()
-        from zoo.cli import main as train
+        import subprocess
 
+        from zoo.__main__ import main as zoo_main
+
+        # the wheel carries the recipe train.py runs: `python -m zoo train` shows it, then fits
+        shown = subprocess.run(
+            [sys.executable, "-m", "zoo", "train", "fit", "--print_config"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "arch: vgg7_dilated" in shown and "lr: 0.02" in shown, shown[-2000:]
         args = ["fit", "--model.arch", "vgg4_dilated", "--model.model_kwargs", '{"widths": [4, 4, 4, 4]}',
                 "--data.data_dir", "null", "--data.batch_size", "8", "--data.train_size", "16",
                 "--data.val_size", "8", "--data.test_size", "8", "--trainer.max_epochs", "1",
                 "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false"]  # fmt: skip
-        assert train(args) == 0, "the one-epoch fit failed"
+        assert zoo_main(["train", *args]) == 0, "the one-epoch fit failed"
         assert (Path(tmp) / "results.json").is_file() and (Path(tmp) / "best.ckpt").is_file()
     print(f"smoke: ok ({len(names)} models, {len(shipped)} with weights; zoo from {installed.parent})")
     return 0

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Train the shipped weights: one run per configs/<model>.yaml, the shared comparison recipe; then
+# Train the shipped weights: one run per model of configs/shared.yaml, the shared comparison recipe
+# (for the scatter weights, configs/scatter/<model>.yaml); then
 # configs/<model>_long.yaml where there is one; then <that>_stage2.yaml, _stage3.yaml ... where
 # there are (each stage starts from the one before's best checkpoint); then export the last
 # stage's best.ckpt to checkpoints/ as safetensors + model card.
@@ -16,7 +17,11 @@ if [ ${#models[@]} -eq 0 ]; then
 fi
 for m in "${models[@]}"; do
   echo "== $m ($tag)"
-  python train.py fit --config "$configs/$m.yaml" --trainer.enable_progress_bar false
+  if [ "$tag" = m2nist ]; then
+    python train.py fit --config configs/shared.yaml --model.arch "$m" --trainer.enable_progress_bar false
+  else
+    python train.py fit --config "$configs/$m.yaml" --trainer.enable_progress_bar false
+  fi
   shared="$runs/$m/results.json"
   # a longer recipe (<model>_long.yaml, then its own stages) replaces the shared one's weights;
   # the card keeps the shared recipe's run for the model table

@@ -1,4 +1,6 @@
-"""`python -m zoo models | export | explain`: list models, export weights, explain a prediction.
+"""`python -m zoo train | models | export | explain`: train, list models, export weights, explain a prediction.
+
+`python -m zoo train ...` is `python train.py ...` (the `train` extra), from a wheel as from the checkout.
 
 `python -m zoo export CKPT OUT_DIR`, `python -m zoo models [PATTERN] [--pretrained]` and
 `python -m zoo explain MODEL [--pretrained] --index N [--class C | --pixel Y X] --method ... --plot OUT`."""
@@ -13,7 +15,7 @@ import numpy as np
 import zoo
 from zoo.attribution import METHODS
 from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
-from zoo.summary import test_split
+from zoo.data.splits import test_split
 from zoo.viz import save_explanation_figure
 
 
@@ -75,8 +77,14 @@ def _export_hub(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # LightningCLI parses the rest: every train.py flag, --help included
+        from zoo.training.cli import main as train
+
+        return train(argv[1:], program="python -m zoo train")
     parser = argparse.ArgumentParser(prog="python -m zoo", description="fullres-zoo utilities")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="python train.py's command line: `python -m zoo train fit --help`")
     ex = sub.add_parser("export", help="a train.py checkpoint -> safetensors + JSON model card")
     ex.add_argument("checkpoint", help="a train.py .ckpt; with --format hub also shipped weights (name or name.tag)")
     ex.add_argument("out_dir")

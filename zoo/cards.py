@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypedDict
 
 CARD_VERSION = 1
+IGNORE_INDEX = -100  # the label of void pixels (and crop padding): PyTorch's cross-entropy default
 REQUIRED = ("arch", "model_kwargs", "sha256")  # what loading needs; the rest documents the weights
 PREPROCESSING = {
     "input": "grayscale uint8 (H, W), 0..255, any size",

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo.builder import create_model
 from zoo.cards import attach_card
-from zoo.data.m2nist import CLASS_NAMES
+from zoo.models.base import DEFAULT_CLASS_NAMES
 from zoo.shipped import load_state_checked
 
 WEIGHTS_NAME = "model.safetensors"
@@ -143,7 +143,7 @@ def model_card_text(arch: str, config: dict) -> str:
             "",
             "| class | IoU |",
             "|---|---:|",
-            *(f"| {name} | {iou:.4f} |" for name, iou in zip(config.get("classes") or CLASS_NAMES, metrics["iou"])),
+            *(f"| {name} | {iou:.4f} |" for name, iou in zip(config.get("classes") or DEFAULT_CLASS_NAMES, metrics["iou"])),
         ]
     training = config.get("training") or {}
     if training.get("command"):

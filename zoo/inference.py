@@ -283,7 +283,7 @@ def predict(
         overlap: the context margin to use instead (smaller than the receptive-field radius: tiles
             see less than the whole image would, and a warning says so).
         tta: "flip" averages the logits of the image and of its mirror image (horizontal flip);
-            it hurts on M2NIST (digits are not mirror-symmetric: `python -m zoo.summary --tta`).
+            it hurts on M2NIST (digits are not mirror-symmetric: `python tools/summary.py --tta`).
         progress: a progress bar over the forward passes; None: only on a terminal, and only for
             more than one pass.
         out: an integer array shaped like the labels to write them into (e.g. a `numpy.memmap`,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.m2nist import BACKGROUND
-from zoo.losses import IGNORE_INDEX
+from zoo.cards import IGNORE_INDEX
 
 # tab10-like colours per digit, black background
 PALETTE = np.array(

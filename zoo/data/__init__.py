@@ -1,4 +1,4 @@
-"""M2NIST data: glyph pools, layouts, generated splits, the file format, datasets, the DataModule.
+"""M2NIST data: glyph pools, layouts, generated splits, the file format, datasets; own folders.
 
 Read top to bottom:
 
@@ -8,7 +8,7 @@ Read top to bottom:
 - `m2nist`: the M2NIST file format (`combined.npy`, `segmented.npy`);
 - `datasets`: loading the splits (files or generated), datasets and samplers;
 - `transforms`: the training augmentation (albumentations);
-- `datamodule`: the LightningDataModule over all of the above;
+- `folder`: your own folders of images and masks (layouts, mask values, splits, crops);
 - `stats`: layout statistics, to compare a folder with the published set.
 """
 
@@ -31,7 +31,6 @@ __all__ = [
     "BACKGROUND",
     "CLASS_NAMES",
     "LAYOUTS",
-    "M2NISTDataModule",
     "M2NISTDataset",
     "M2NISTFormatError",
     "NUM_CLASSES",
@@ -55,10 +54,10 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lightning and albumentations (the `train` extra) load only when asked for
-    if name == "M2NISTDataModule":
-        from zoo.data.datamodule import M2NISTDataModule
+    if name == "M2NISTDataModule":  # moved to the Lightning side
+        from zoo._moved import forward_to
 
-        return M2NISTDataModule
+        return forward_to(__name__, "zoo.training.datamodules")(name)
     if name == "train_transform":
         from zoo.data.transforms import train_transform
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from zoo.losses import IGNORE_INDEX
+from zoo.cards import IGNORE_INDEX
 from zoo.preprocess import SCALE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy")

@@ -8,13 +8,14 @@ Same seed, same bytes.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from zoo.data.glyphs import DEFAULT_FRACTIONS, GLYPH, SPLITS, glyph_pools
-from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS, check_layout, place
+from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS, Placement, check_layout, place
 from zoo.data.m2nist import BACKGROUND, HEIGHT, WIDTH, M2NISTFormatError, labels_to_one_hot, save_m2nist
 from zoo.progress import progress_bar
 
@@ -192,3 +193,18 @@ def read_splits(directory: str | Path) -> tuple[dict[str, list[int]], str] | Non
     if layout not in LAYOUTS:
         raise M2NISTFormatError(f"{path}: layout must be one of {LAYOUTS}, found {layout!r}")
     return ranges, layout
+
+
+TEST_SEED = 0  # the seed every shipped card's data used
+
+
+@lru_cache(maxsize=None)
+def test_split_glyphs(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, Placement]:
+    """`test_split` with each pixel's glyph (255 on background) and the glyphs' `Placement`."""
+    sizes = {"test": DEFAULT_SIZES["test"]}
+    return generate_splits(sizes, seed=TEST_SEED, layout=layout, owners=True, placement=True)["test"]
+
+
+def test_split(layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """The generated test split of `layout` that the shipped cards were scored on."""
+    return test_split_glyphs(layout)[:2]

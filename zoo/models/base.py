@@ -17,6 +17,7 @@ from zoo.layers.heads import HEADS, make_head, pixel_head_from_classifier
 # ten digits plus background. The models know no data set; these are only defaults.
 DEFAULT_IN_CHANNELS = 1
 DEFAULT_NUM_CLASSES = 11
+DEFAULT_CLASS_NAMES = tuple(str(d) for d in range(10)) + ("background",)
 
 
 def check_positive_int(name: str, value: object) -> int:

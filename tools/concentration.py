@@ -1,4 +1,4 @@
-"""How much of an attribution falls on the digit it explains: `python -m zoo.concentration`.
+"""How much of an attribution falls on the digit it explains: `python tools/concentration.py`.
 
 For every digit of the generated test split (500 images, about 1,000 digits), the explained
 score is that digit's class logit summed over the digit's own pixels; the measure is the share
@@ -23,7 +23,7 @@ from zoo.attribution import METHODS, concentration, explain
 from zoo.builder import create_model
 from zoo.data.glyphs import GLYPH
 from zoo.data.layouts import DEFAULT_LAYOUT, LAYOUTS
-from zoo.summary import test_split_glyphs
+from zoo.data.splits import test_split_glyphs
 
 DEFAULT_MODELS = (
     "vgg4_dilated",
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, args.methods))
     if args.json:
         record = {
-            "command": "python -m zoo.concentration " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "python tools/concentration.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "layout": args.layout,
             "digits": digits,
             "steps": args.steps,

@@ -1,4 +1,4 @@
-"""The model table of the README: `python -m zoo.summary` prints it as markdown.
+"""The model table of the README: `python tools/summary.py` prints it as markdown.
 
 Parameters and receptive fields are computed from the models. The scores are measured, not read:
 each shipped weight is run on the generated test splits (500 images of unseen glyphs, seed 0) of
@@ -9,35 +9,19 @@ and training time come from the model cards (`checkpoints/<model>.<tag>.json`).
 from __future__ import annotations
 
 import argparse
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from zoo.builder import create_model, list_models
-from zoo.data.layouts import LAYOUTS, Placement
+from zoo.data.layouts import LAYOUTS
 from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
-from zoo.data.splits import DEFAULT_SIZES, generate_splits
+from zoo.data.splits import test_split
 from zoo.inference import predict
-from zoo.metrics import SegmentationMetrics
+from zoo.training.metrics import SegmentationMetrics
 from zoo.models.base import count_parameters
 from zoo.rf import receptive_field
 from zoo.shipped import available_tags, pretrained_card
-
-TEST_SEED = 0  # the seed every shipped card's data used
-
-
-@lru_cache(maxsize=None)
-def test_split_glyphs(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, Placement]:
-    """`test_split` with each pixel's glyph (255 on background) and the glyphs' `Placement`."""
-    sizes = {"test": DEFAULT_SIZES["test"]}
-    return generate_splits(sizes, seed=TEST_SEED, layout=layout, owners=True, placement=True)["test"]
-
-
-def test_split(layout: str) -> tuple[np.ndarray, np.ndarray]:
-    """The generated test split of `layout` that the shipped cards were scored on."""
-    return test_split_glyphs(layout)[:2]
-
 
 def digit_miou(model: torch.nn.Module, layout: str, tta: str | None = None) -> float:
     """`model`'s digit mean IoU on `layout`'s generated test split (fp32, whole-split confusion)."""
