@@ -1,4 +1,4 @@
-"""The CPU allocator setting: never a side effect of a model call, applied by train.py, opt-out works."""
+"""CPU settings and fast paths: the allocator setting (never a side effect, opt-out works) and the one switch."""
 
 import os
 import subprocess
@@ -55,3 +55,60 @@ def test_the_training_entry_point_applies_it():
 
 def test_opt_out():
     assert _run(EXPLICIT, "0") == "False False"
+
+
+# The fast paths behind zoo.cpu's one switch: off, every layer runs its plain PyTorch form, and
+# the two agree on every registered model.
+
+import torch  # noqa: E402
+from helpers import random_batchnorm  # noqa: E402
+
+import zoo  # noqa: E402
+import zoo.cpu  # noqa: E402
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_switching_the_fast_paths_off_gives_the_same_labels_plainly(name, monkeypatch):
+    torch.manual_seed(0)
+    model = random_batchnorm(zoo.create_model(name))
+    x = torch.rand(2, 1, 30, 37)
+    with torch.no_grad():
+        fast = model(x)
+
+        def refuse(*args):
+            raise AssertionError("a fast path ran with the switch off")
+
+        monkeypatch.setattr(zoo.cpu, "fused_conv_bn_act", refuse)
+        with zoo.cpu.fast_paths(False):
+            plain = model(x)
+    assert zoo.cpu.fast_paths_enabled()  # the block restores the switch
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+
+
+def test_the_environment_switch_turns_them_off():
+    code = "import zoo.cpu; print(zoo.cpu.fast_paths_enabled())"
+    for value, expected in (("0", "False"), ("1", "True")):
+        env = {**os.environ, "ZOO_CPU_FAST_PATHS": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        assert out.stdout.strip() == expected, out.stderr[-1000:]
+
+
+class NoFusedOp:
+    """torch.ops.mkldnn as a PyTorch without `_convolution_pointwise` shows it."""
+
+    def __getattr__(self, name):
+        raise AttributeError(f"no op {name}")
+
+
+def test_a_pytorch_without_the_fused_operator_falls_back_with_one_warning(monkeypatch):
+    model = random_batchnorm(zoo.create_model("vgg4_dilated"))
+    x = torch.rand(1, 1, 20, 24)
+    with torch.no_grad():
+        expected = model(x)
+        monkeypatch.setattr(zoo.cpu, "_fused_conv_op", None)
+        monkeypatch.setattr(torch.ops, "mkldnn", NoFusedOp())
+        with pytest.warns(RuntimeWarning, match="no torch.ops.mkldnn._convolution_pointwise") as seen:
+            got = model(x)
+            model(x)  # warned once, not per layer or per call
+    assert len([w for w in seen if issubclass(w.category, RuntimeWarning)]) == 1
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())

@@ -1,16 +1,50 @@
-"""CPU runtime: a malloc setting for speed, bf16 detection, and the rule and probe of a oneDNN bf16 fault."""
+"""The CPU fast paths, in one place behind one switch, so that every layer reads as plain PyTorch.
+
+- fused inference: convolution + batch norm + ReLU as one oneDNN call (`fused_conv_bn_act`);
+- running-max pooling: stride-1 max pooling as running maxima over shifted views (`max_pool_stride1`);
+- the bf16 fault: dilated convolutions whose bf16 weight gradient oneDNN gets wrong take a
+  correct form (`bf16_conv_fault_applies`, `conv2d_avoiding_bf16_fault`);
+- and the process settings: glibc's malloc keeping freed memory, bf16 detection.
+
+Each path applies only where it gives the plain path's result (up to float rounding: tests
+compare them). `ZOO_CPU_FAST_PATHS=0`, or `with zoo.cpu.fast_paths(False):`, runs every layer's
+plain PyTorch form instead (then CPU bf16 training meets the oneDNN fault again). A PyTorch
+without a private operator used here falls back to the plain form, with a one-line warning.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+
+_fast_paths = os.environ.get("ZOO_CPU_FAST_PATHS", "1") != "0"
+
+
+def fast_paths_enabled() -> bool:
+    """Whether the CPU fast paths are on (the default; `ZOO_CPU_FAST_PATHS=0` turns them off)."""
+    return _fast_paths
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool) -> Iterator[None]:
+    """Turn the CPU fast paths on or off inside a `with` block (for comparing, or to rule them out)."""
+    global _fast_paths
+    before, _fast_paths = _fast_paths, bool(enabled)
+    try:
+        yield
+    finally:
+        _fast_paths = before
+
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 _applied = False
@@ -121,7 +155,8 @@ def bf16_conv_fault_applies(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     nothing; the probe runs only when all the rest holds.
     """
     return (
-        has_bf16_fault_shape(conv)
+        _fast_paths
+        and has_bf16_fault_shape(conv)
         and not isinstance(x, torch.fx.Proxy)
         and x.device.type == "cpu"
         and torch.is_grad_enabled()
@@ -147,4 +182,121 @@ def conv2d_avoiding_bf16_fault(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor
     else:
         x = x.contiguous()
         weight = conv.weight.clone(memory_format=torch.contiguous_format)
-    return conv._conv_forward(x, weight, conv.bias)
+    return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def is_traced(x: torch.Tensor) -> bool:
+    """Whether `x` flows through a trace or an export (torch.fx, jit, dynamo, ONNX).
+
+    Such graphs keep the plain operators (zoo.receptive_field's fx tracer reads the modules), so
+    the eager-only fast paths step aside.
+    """
+    return (
+        isinstance(x, torch.fx.Proxy)
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def eager_inference(x: torch.Tensor, module: nn.Module | None = None) -> bool:
+    """Whether a call on `x` (with `module`'s parameters) runs eagerly with nothing for autograd to record.
+
+    The condition of the inference-only fast paths: no gradient can be asked of what they
+    compute, and no trace or export sees them (`is_traced`).
+    """
+    if is_traced(x):  # first: a traced tensor's attributes are symbolic
+        return False
+    params = () if module is None else module.parameters()
+    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)))
+
+
+_fused_conv_op: object | None = None  # None: not looked up yet; False: this PyTorch lacks it
+
+
+def _fused_conv() -> object | None:
+    """oneDNN's fused convolution operator, or None (with one warning) where this PyTorch lacks it."""
+    global _fused_conv_op
+    if _fused_conv_op is None:
+        try:
+            _fused_conv_op = torch.ops.mkldnn._convolution_pointwise
+        except (AttributeError, RuntimeError):
+            _fused_conv_op = False
+            warnings.warn(
+                f"zoo.cpu: PyTorch {torch.__version__} has no torch.ops.mkldnn._convolution_pointwise; "
+                "CPU inference runs convolution, batch norm and ReLU unfused",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return _fused_conv_op or None
+
+
+def fused_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the fused CPU path computes in: bf16 for bf16 inputs or under CPU bf16 autocast."""
+    return torch.bfloat16 if x.dtype == torch.bfloat16 or autocast_bf16() else torch.float32
+
+
+def fused_conv_applies(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `fused_conv_bn_act` may run `module` on `x`: CPU inference in fp32 or bf16, eager."""
+    return (
+        _fast_paths
+        and not module.training
+        and eager_inference(x, module)
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and all(p.dtype in (torch.float32, torch.bfloat16) for p in module.parameters())
+        and torch.backends.mkldnn.is_available()
+        and _fused_conv() is not None
+    )
+
+
+def fused_conv_bn_act(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, relu: bool, x: torch.Tensor) -> torch.Tensor:
+    """`relu(bn(conv(x)))` for inference as one oneDNN call: batch norm folded into the weights.
+
+    One pass over the activations instead of three, channels_last (about 2x, benchmarks/run.py).
+    In bf16 (a bf16 input or model, or CPU autocast to bf16) the folding is done in fp32, then cast.
+    """
+    dtype = fused_dtype(x)
+
+    def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.float()
+
+    weight, bias = fp32(conv.weight), fp32(conv.bias)
+    if bn is not None:
+        scale = fp32(bn.weight) * torch.rsqrt(fp32(bn.running_var) + bn.eps)
+        weight = weight * scale.reshape(-1, 1, 1, 1)
+        mean = fp32(bn.running_mean)
+        bias = (bias - mean if bias is not None else -mean) * scale + fp32(bn.bias)
+    return _fused_conv()(
+        x.to(dtype, memory_format=torch.channels_last),
+        weight.to(dtype, memory_format=torch.channels_last),
+        None if bias is None else bias.to(dtype),
+        conv.padding,
+        conv.stride,
+        conv.dilation,
+        conv.groups,
+        "relu" if relu else "none",
+        [],
+        "",
+    )
+
+
+def max_pool_stride1(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k max pooling at stride 1 (no padding), as `F.max_pool2d(x, k, stride=1)` computes it.
+
+    For eager inference: running maxima over shifted views, rows then columns; the same values,
+    and about 10x faster than PyTorch 2.13's CPU max_pool2d on the large-batch small maps that
+    space-to-batch makes (benchmarks/shift_stitch.py). With autograd, max pooling keeps its
+    switches (one winner per window; torch.maximum would split the gradient between ties), and
+    traced graphs and exports keep one MaxPool node.
+    """
+    if not (_fast_paths and eager_inference(x)):
+        return F.max_pool2d(x, k, stride=1)
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    rows = x[..., :w]
+    for i in range(1, k):
+        rows = torch.maximum(rows, x[..., i : i + w])
+    out = rows[..., :h, :]
+    for i in range(1, k):
+        out = torch.maximum(out, rows[..., i : i + h, :])
+    return out

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.layers.conv import eager_inference
+from zoo import cpu
 
 
 def space_to_batch(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -49,25 +49,6 @@ def _batch_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
     return y.reshape(b // (k * k), c, h * k, w * k)
 
 
-def _max_pool_stride1(x: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k max pooling at stride 1 (no padding) of an already padded map."""
-    if not eager_inference(x):
-        # autograd keeps max pooling's switches (one winner per window; torch.maximum would split
-        # the gradient between ties), and traced graphs and exports keep one MaxPool node
-        return F.max_pool2d(x, k, stride=1)
-    # running maxima over shifted views, rows then columns: the same values, and 10x faster than
-    # PyTorch 2.13's CPU max_pool2d on the large-batch small maps that space-to-batch makes
-    # (512x32x17x22 channels_last: 42 ms against 4 in fp32, 16 against 1.3 in bf16, measured ad hoc)
-    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
-    rows = x[..., :w]
-    for i in range(1, k):
-        rows = torch.maximum(rows, x[..., i : i + w])
-    out = rows[..., :h, :]
-    for i in range(1, k):
-        out = torch.maximum(out, rows[..., i : i + h, :])
-    return out
-
-
 class ShiftStitch(nn.Module):
     """Max-pool with stride k at all k*k offsets, run `body` on each, stitch back to full resolution.
 
@@ -98,7 +79,7 @@ class ShiftStitch(nn.Module):
         k = self.kernel_size
         h, w = x.shape[-2], x.shape[-1]
         hb, wb = (h + k - 1) // k, (w + k - 1) // k
-        pooled = _max_pool_stride1(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k)
+        pooled = cpu.max_pool_stride1(F.pad(x, (0, k - 1, 0, k - 1), value=float("-inf")), k)
         if torch.compiler.is_compiling() or hb * k != h or wb * k != w:
             # zeros up to a multiple of k (always in a traced graph, so it holds for every size)
             pooled = F.pad(pooled, (0, wb * k - w, 0, hb * k - h))
