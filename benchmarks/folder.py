@@ -3,7 +3,7 @@
 The ISBI 2012 EM membrane sections (`../shared/data/isbi2012-membranes`, 30 labelled 512x512
 grayscale images, masks 0/255) through the folder data module, exactly as a user trains them:
 `python train.py fit --data FolderSegmentation ...` (run in-process through `zoo.training.cli.main`),
-the README's fixed split (sections 00-21 train, 22-25 validation, 26-29 test) given as a split
+the data's own fixed split (sections 00-21 train, 22-25 validation, 26-29 test) given as a split
 file. Every model gets the same recipe, steps and batch. Written as a table and to JSON:
 
 - quality on the four test sections at full size: membrane IoU and F1, mean IoU, pixel accuracy
@@ -215,7 +215,7 @@ def main() -> None:
 
 
 def format_table(result: dict) -> str:
-    """The README's table from the JSON."""
+    """The table of docs/benchmarks.md from the JSON."""
     lines = [
         "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s | train 512 img/s (x unet time) | train peak MB | infer 512 img/s | infer 2048 img/s whole / tiled | infer 2048 peak MB whole / tiled |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     json_path = args.json or f"benchmarks/profile_step{'_bf16' if args.bf16 else ''}.json"
-    keep_freed_memory()  # as train.py does: the speed section of the README says why
+    keep_freed_memory()  # as train.py does: docs/benchmarks.md says why
     batch, h, w, reps = args.batch, 64, 84, args.reps
 
     model = zoo.create_model(args.model).train()

@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16")
     parser.add_argument("--quick", action="store_true", help="smoke run: one call per timing and a small matmul peak (no real figures)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as train.py does: the speed section of the README says why
+    keep_freed_memory()  # as train.py does: docs/benchmarks.md says why
     if args.render:
         saved = json.loads(Path(args.render).read_text())
         print(markdown(saved["rows"], saved["machine"]["matmul_peak_flops"]))

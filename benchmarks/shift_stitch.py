@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/shift_stitch.json")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as train.py does: the speed section of the README says why
+    keep_freed_memory()  # as train.py does: docs/benchmarks.md says why
     torch.manual_seed(0)
     stitch = zoo.create_model("vgg4_stitch").train()
     rows = []

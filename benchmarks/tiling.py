@@ -36,7 +36,7 @@ def measure(name: str, size: int, tile: int | None, reps: int) -> dict:
     import zoo
     from zoo.cpu import keep_freed_memory
 
-    keep_freed_memory()  # as train.py does: the speed section of the README says why
+    keep_freed_memory()  # as train.py does: docs/benchmarks.md says why
     torch.manual_seed(0)
     model = zoo.create_model(name, pretrained=True)
     x = torch.rand(1, 1, size, size)

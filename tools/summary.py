@@ -1,4 +1,4 @@
-"""The model table of the README: `python tools/summary.py` prints it as markdown.
+"""The model table (README, docs/models.md): `python tools/summary.py` prints it as markdown.
 
 Parameters and receptive fields are computed from the models. The scores are measured, not read:
 each shipped weight is run on the generated test splits (500 images of unseen glyphs, seed 0) of

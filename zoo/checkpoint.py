@@ -291,7 +291,7 @@ def _earlier_stages(init_from: str | None) -> list[dict]:
 
     A run's checkpoint: what its results.json recorded, after the stages behind that run's own
     `init_from`. Shipped weights: the stages on their card, so a model built on another's weights
-    shows (and the README table sums) the whole cost.
+    shows (and the model table sums) the whole cost.
     """
     if not init_from:
         return []

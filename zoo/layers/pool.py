@@ -25,7 +25,7 @@ class BoxMean(nn.AvgPool2d):
     `vgg4_dilated_context` ran 1.85x its fp32 speed in bf16 inference with them (1.64x with fp32
     sums) and about 9% faster bf16 training steps (same-turn A/B, ad hoc); its bf16 gradients
     differ from fp32's as much as with fp32 sums (1-7% per tensor either way), and its bf16 and
-    fp32 training runs reach the same test accuracy (README, Training).
+    fp32 training runs reach the same test accuracy (docs/notes/2026-12-06-bf16-against-fp32.md).
     """
 
     def __init__(self, kernel_size: int) -> None:

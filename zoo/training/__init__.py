@@ -1,6 +1,6 @@
-"""The Lightning side of the zoo (the `train` extra): the LightningModule, data modules, metrics,
-losses, callbacks and the `train.py` command line. The core (`zoo.models`, `zoo.layers`,
-`zoo.predict`, weights) never imports this package.
+"""The Lightning side (the `train` extra): module, data modules, metrics, losses, callbacks, the CLI.
+
+The core (`zoo.models`, `zoo.layers`, `zoo.predict`, weights) never imports this package.
 
 - `module`: `SegmentationModule`, the training step around any zoo model;
 - `datamodules`: `M2NISTDataModule` and `FolderSegmentation` (your own images and masks);

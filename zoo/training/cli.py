@@ -1,5 +1,8 @@
-"""The training command behind `train.py`: a LightningCLI over SegmentationModule and a data module
-(`M2NISTDataModule` by default, `--data FolderSegmentation --data.root DIR` for your own images)."""
+"""The training command behind `train.py` and `python -m zoo train`: LightningCLI wiring, nothing more.
+
+A LightningCLI over SegmentationModule and a data module (`M2NISTDataModule` by default,
+`--data FolderSegmentation --data.root DIR` for your own images), starting from the packaged
+recipe (`configs/default.yaml` beside this file, LightningCLI's `default_config_files`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The Lightning face of the data: M2NIST (`zoo.data.datasets`) and your own folders
-(`zoo.data.folder`). Thin: the work is in those plain modules.
+"""The Lightning face of the data: M2NIST and your own folders, thin over `zoo.data`.
+
+M2NIST comes from `zoo.data.datasets`, folders from `zoo.data.folder`: the work is in those plain modules.
 
 Each data module tells the model what the data is (`num_classes`, `in_channels`,
 `class_names`, `background`, `normalization`; train.py links them into the model's
