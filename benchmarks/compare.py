@@ -1,8 +1,8 @@
 """Accuracy against training cost, one point per model: `python benchmarks/compare.py`.
 
-Digit mean IoU of the shared recipe, from the shipped model cards (m2nist layout); training cost per image (ms, 64x84,
-batch 32, bf16 rows where the JSON has them, the precision the cards trained in, else fp32) from a
-benchmarks/run.py JSON. Writes docs/compare.png.
+Digit mean IoU of the shared recipe, from the shipped model cards (m2nist layout); training cost
+per image (ms, 64x84, batch 32, bf16 rows where the JSON has them, the precision the cards trained
+in, else fp32) from a benchmarks/run.py JSON. Writes docs/compare.png.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
+from summary import first_stage_score  # noqa: E402  (tools/summary.py)
+
 import zoo  # noqa: E402
 from zoo.shipped import pretrained_card  # noqa: E402
-from summary import first_stage_score  # noqa: E402  (tools/summary.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/compare.png")
     args = parser.parse_args(argv)
     bench = json.loads(Path(args.bench).read_text())
-    rows = [r for r in bench["rows"] if r["size"] == "64x84" and r["device"] == "cpu" and not r.get("compile")]
+    rows = [
+        r for r in bench["rows"] if r["size"] == "64x84" and r["device"] == "cpu" and not r.get("compile")
+    ]
     precision = "bf16" if any(r.get("bf16") for r in rows) else "fp32"
-    cost = {r["model"]: 1e3 / r["training"]["images_per_s"] for r in rows if bool(r.get("bf16")) == (precision == "bf16")}
+    cost = {
+        r["model"]: 1e3 / r["training"]["images_per_s"]
+        for r in rows
+        if bool(r.get("bf16")) == (precision == "bf16")
+    }
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             else ("full resolution" if model.full_resolution else "downsampling")
         )
         marker, color = styles[group]
-        miou = first_stage_score(pretrained_card(name))  # the shared recipe's, also for longer-trained weights
+        miou = first_stage_score(
+            pretrained_card(name)
+        )  # the shared recipe's, also for longer-trained weights
         ax.scatter(cost[name], miou, marker=marker, color=color, s=60, label=None if group in seen else group)
         seen.add(group)
         params = zoo.count_parameters(model)
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.annotate(f"{name}\n{params / 1e3:.0f}k", (cost[name], miou), fontsize=7,
                     xytext=(5, -20 if crowded else 3), textcoords="offset points")  # fmt: skip
     ax.set(xscale="log", xlabel=f"training cost, ms per 64x84 image (CPU, {precision}, benchmarks/run.py)",
-           ylabel="test digit mean IoU (model card)", title="M2NIST (m2nist layout): accuracy against training cost")  # fmt: skip
+           ylabel="test digit mean IoU (model card)",
+           title="M2NIST (m2nist layout): accuracy against training cost")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

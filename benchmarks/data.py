@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from run import write_json  # noqa: E402  (benchmarks/run.py, beside this script)
 
-from zoo.data import M2NISTDataModule  # noqa: E402
+from zoo.training.datamodules import M2NISTDataModule  # noqa: E402
 
 
 def loader_rate(augment: bool, workers: int, batches: int) -> float:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -114,7 +115,8 @@ run()  # warm-up
 times = []
 for _ in range(reps):
     t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
-print(json.dumps({"images_per_s": images / statistics.median(times), "peak_growth_mb": hwm_mb() - base, "bf16": bf16}))
+speed = images / statistics.median(times)
+print(json.dumps({"images_per_s": speed, "peak_growth_mb": hwm_mb() - base, "bf16": bf16}))
 """
 
 
@@ -202,10 +204,12 @@ def main() -> None:
     loader = {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
     result = {
         "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
-        "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch, "crop": args.crop,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
+        "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch,
+                   "crop": args.crop,
                    "steps": args.epochs * -(-args.crops // args.batch),
-                   "train.py": "python train.py " + " ".join(train_command("MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop))},
+                   "train.py": "python train.py " + " ".join(train_command(
+                       "MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop))},
         "loader_crops_per_s": loader,
         "rows": rows,
     }  # fmt: skip
@@ -217,15 +221,20 @@ def main() -> None:
 def format_table(result: dict) -> str:
     """The table of docs/benchmarks.md from the JSON."""
     lines = [
-        "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s | train 512 img/s (x unet time) | train peak MB | infer 512 img/s | infer 2048 img/s whole / tiled | infer 2048 peak MB whole / tiled |",
+        "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s | train 512 img/s "
+        "(x unet time) | train peak MB | infer 512 img/s | infer 2048 img/s whole / tiled "
+        "| infer 2048 peak MB whole / tiled |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
-            f"| `{r['model']}` | {r['parameters']:,} | {r.get('membrane_iou', '')} | {r.get('membrane_f1', '')} | "
+            f"| `{r['model']}` | {r['parameters']:,} | {r.get('membrane_iou', '')} | "
+            f"{r.get('membrane_f1', '')} | "
             f"{r.get('miou', '')} | {r.get('pixel_acc', '')} | {r.get('fit_seconds', '')} | "
-            f"{r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | {r['train_512_peak_mb']:.0f} | "
-            f"{r['infer_512_images_per_s']:.2f} | {r['infer_2048_images_per_s']:.3f} / {r['infer_2048_tiled_images_per_s']:.3f} | "
+            f"{r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | "
+            f"{r['train_512_peak_mb']:.0f} | "
+            f"{r['infer_512_images_per_s']:.2f} | {r['infer_2048_images_per_s']:.3f} / "
+            f"{r['infer_2048_tiled_images_per_s']:.3f} | "
             f"{r['infer_2048_peak_mb']:.0f} / {r['infer_2048_tiled_peak_mb']:.0f} |"
         )
     loader = result["loader_crops_per_s"]

@@ -95,8 +95,8 @@ def run_modes(name: str, reps: int) -> list[dict]:
         for mode, spec in MODES.items():
             models[mode] = zoo.create_model(name, pretrained=True).eval()  # fresh: the first call builds
             start = time.perf_counter()
-            calls = lambda m=models[mode], s=spec: zoo.predict(  # noqa: E731
-                m, images, tile=tile, backend=s["backend"], dtype=torch.bfloat16 if s.get("bf16") else None
+            calls = lambda m=models[mode], s=spec, x=images, t=tile: zoo.predict(  # noqa: E731
+                m, x, tile=t, backend=s["backend"], dtype=torch.bfloat16 if s.get("bf16") else None
             )
             reference = calls()
             first[mode] = time.perf_counter() - start
@@ -166,7 +166,8 @@ def main() -> None:
 def format_table(result: dict) -> str:
     """The docs' table from the JSON."""
     lines = [
-        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | peak growth MB | labels = onnxruntime's |",
+        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | peak growth MB | labels "
+        "= onnxruntime's |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:

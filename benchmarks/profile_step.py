@@ -148,13 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     def share(ms: float) -> str:
         return f"{ms:.1f} ms = {100 * train_flops / (ms / 1e3) / peak:.0f}% of the {dtype_name} matmul peak"
 
-    print(f"{args.model}, 64x84 batch {batch}, {torch.get_num_threads()} threads, {'bf16 autocast' if args.bf16 else 'fp32'}")
+    print(
+        f"{args.model}, 64x84 batch {batch}, {torch.get_num_threads()} threads, "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}"
+    )
     print(f"\nstep {share(step_ms)}; without batch norm and ReLU {share(bare_ms)}")
     print(f"minor page faults per step: {faults_per_step:.0f} (ZOO_KEEP_FREED_MEMORY=0 to compare)\n")
     print("| operators (profiler, self time) | ms per step |\n|---|---:|")
     for name, ms in groups.items():
         print(f"| {name} | {ms:.1f} |")
-    print("\n| batch-norm backward, channels | channels_last ms | NCHW ms | channels_last ns/element |", end="")
+    print(
+        "\n| batch-norm backward, channels | channels_last ms | NCHW ms | channels_last ns/element |", end=""
+    )
     print(" NCHW ns/element |\n|---:|---:|---:|---:|---:|")
     for c, r in bn.items():
         print(

@@ -145,7 +145,9 @@ def summarize(times: list[float], images: int) -> dict:
     return {"images_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1], "reps": len(rates)}
 
 
-def interleaved(fns: list, device: str, warmup: int, reps: int, min_seconds: float = 0.25) -> list[list[float]]:
+def interleaved(
+    fns: list, device: str, warmup: int, reps: int, min_seconds: float = 0.25
+) -> list[list[float]]:
     """`timed` for several calls at once, taking turns: repetition r of each runs back to back.
 
     On a shared host the speed drifts over minutes; taking turns puts every call's r-th
@@ -251,7 +253,8 @@ def fmt(v: float) -> str:
 def markdown(rows: list[dict], peaks: dict) -> str:
     head = (
         "| model | size | device / mode | params | MMAC/img | infer img/s (min-max) | % peak "
-        "| train img/s (min-max) | % peak | saved for backward MB |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| train img/s (min-max) | % peak | saved for backward MB "
+        "|\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
@@ -260,9 +263,12 @@ def markdown(rows: list[dict], peaks: dict) -> str:
         mode = r["device"] + "".join(f" {k}" for k in keys if r.get(k))
         i, t = r["inference"], r["training"]
         lines.append(
-            f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | {r['macs_per_image'] / 1e6:.1f} "
-            f"| {fmt(i['images_per_s'])} ({fmt(i['min'])}-{fmt(i['max'])}) | {100 * r['inference_flops'] / peak:.0f}% "
-            f"| {fmt(t['images_per_s'])} ({fmt(t['min'])}-{fmt(t['max'])}) | {100 * r['training_flops'] / peak:.0f}% "
+            f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | "
+            f"{r['macs_per_image'] / 1e6:.1f} "
+            f"| {fmt(i['images_per_s'])} ({fmt(i['min'])}-{fmt(i['max'])}) | "
+            f"{100 * r['inference_flops'] / peak:.0f}% "
+            f"| {fmt(t['images_per_s'])} ({fmt(t['min'])}-{fmt(t['max'])}) | "
+            f"{100 * r['training_flops'] / peak:.0f}% "
             f"| {r['saved_activations_mb']} |"
         )
     return "\n".join(lines)
@@ -275,7 +281,8 @@ def speedups(rows: list[dict]) -> str:
         if "speedup_vs_fp32" in r:
             up = r["speedup_vs_fp32"]
             lines.append(
-                f"| `{r['model']}` | {r['size']} x{r['batch']} | {up['inference']:.2f}x | {up['training']:.2f}x |"
+                f"| `{r['model']}` | {r['size']} x{r['batch']} | {up['inference']:.2f}x | "
+                f"{up['training']:.2f}x |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -295,8 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         "--grad-checkpointing", action="store_true", help="also rows with activation checkpointing"
     )
     parser.add_argument("--compile", action="store_true", help="also CPU rows with torch.compile")
-    parser.add_argument("--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16")
-    parser.add_argument("--quick", action="store_true", help="smoke run: one call per timing and a small matmul peak (no real figures)")
+    parser.add_argument(
+        "--no-bf16", action="store_true", help="no CPU bf16 rows, even where the CPU has bf16"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: one call per timing and a small matmul peak (no real figures)",
+    )
     args = parser.parse_args(argv)
     keep_freed_memory()  # as train.py does: docs/benchmarks.md says why
     if args.render:
@@ -324,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             for device in devices:
                 sequential = isinstance(zoo.create_model(name).features, torch.nn.Sequential)
                 runnable = [m for m in modes[device] if sequential or not m.get("grad_checkpointing")]
-                new = bench_model(name, size, device, runnable, args.warmup, args.reps, 0.0 if args.quick else 0.25)
+                new = bench_model(
+                    name, size, device, runnable, args.warmup, args.reps, 0.0 if args.quick else 0.25
+                )
                 rows += new
                 print("\n".join(markdown(new, peaks).splitlines()[2:]), flush=True)
     machine = {

@@ -75,7 +75,11 @@ def latency(name: str, reps: int = 50) -> dict:
         zoo.predict(model, x)
         times.append(time.perf_counter() - start)
     times.sort()
-    return {"model": name, "median_ms": round(1e3 * statistics.median(times), 2), "p90_ms": round(1e3 * times[int(0.9 * reps)], 2)}
+    return {
+        "model": name,
+        "median_ms": round(1e3 * statistics.median(times), 2),
+        "p90_ms": round(1e3 * times[int(0.9 * reps)], 2),
+    }
 
 
 def in_fresh_process(*args: str) -> dict:
@@ -86,18 +90,25 @@ def in_fresh_process(*args: str) -> dict:
 def markdown(latencies: list[dict], rows: list[dict]) -> str:
     lines = ["| model | batch-1 latency at 64x84 (median / p90) |", "|---|---:|"]
     lines += [f"| `{r['model']}` | {r['median_ms']} / {r['p90_ms']} ms |" for r in latencies]
-    lines += ["", "| model | image | whole or tiled | s / image | Mpx/s | peak memory growth |", "|---|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| model | image | whole or tiled | s / image | Mpx/s | peak memory growth |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for r in rows:
         how = f"tiles of {r['tile']}" if r["tile"] else "whole"
         lines.append(
-            f"| `{r['model']}` | {r['size']}x{r['size']} | {how} | {r['seconds']:.3f} | {r['megapixels_per_s']:.2f} "
+            f"| `{r['model']}` | {r['size']}x{r['size']} | {how} | {r['seconds']:.3f} | "
+            f"{r['megapixels_per_s']:.2f} "
             f"| {r['peak_growth_mb']:,.0f} MB |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "SIZE", "TILE"), help=argparse.SUPPRESS)
     parser.add_argument("--latency", metavar="MODEL", help=argparse.SUPPRESS)
@@ -110,11 +121,18 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(latency(args.latency)))
         return
     latencies = [in_fresh_process("--latency", name) for name in MODELS]
-    rows = [in_fresh_process("--one", name, str(size), str(tile)) for name in MODELS for size in SIZES for tile in (0, TILE)]
+    rows = [
+        in_fresh_process("--one", name, str(size), str(tile))
+        for name in MODELS
+        for size in SIZES
+        for tile in (0, TILE)
+    ]
     print(markdown(latencies, rows))
     if args.json:
         machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-        args.json.write_text(json.dumps({"machine": machine, "latency": latencies, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"machine": machine, "latency": latencies, "rows": rows}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

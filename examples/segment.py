@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint", help="a checkpoint file instead of shipped weights (.ckpt, .safetensors)"
     )
-    parser.add_argument("--tile", type=int, help="segment in tiles of about this size (exact; bounded memory)")
+    parser.add_argument(
+        "--tile", type=int, help="segment in tiles of about this size (exact; bounded memory)"
+    )
     args = parser.parse_args(argv)
     try:
         model = (

@@ -22,7 +22,7 @@ def load_tool(name: str) -> ModuleType:
 
 @torch.no_grad()
 def random_batchnorm(model: nn.Module) -> nn.Module:
-    """Batch-norm statistics and affine parameters away from the identity, so a missing BN shows; eval mode."""
+    """Batch-norm statistics and affine parameters away from the identity (a missing BN shows); eval mode."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5)

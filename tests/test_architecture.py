@@ -64,7 +64,9 @@ def third_party_imports(path: Path) -> set[str]:
 
 def test_only_the_training_package_imports_lightning():
     lightning = {"pytorch_lightning", "lightning", "torchmetrics", "jsonargparse"}
-    users = {layout.module_name(p) for p in (ROOT / "zoo").rglob("*.py") if third_party_imports(p) & lightning}
+    users = {
+        layout.module_name(p) for p in (ROOT / "zoo").rglob("*.py") if third_party_imports(p) & lightning
+    }
     assert users and all(m.startswith("zoo.training") for m in users), sorted(users)
 
 
@@ -72,7 +74,8 @@ def test_importing_the_core_loads_no_lightning_and_no_data():
     code = (
         "import sys, zoo, zoo.models, zoo.layers, zoo.inference, zoo.checkpoint, zoo.rf\n"
         "zoo.create_model('vgg4_dilated')\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'torchmetrics')"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', "
+        "'torchmetrics')"
         " or m.startswith(('zoo.training', 'zoo.data'))]\n"
         "assert not bad, bad\n"
     )
@@ -101,21 +104,29 @@ def test_a_moved_module_still_imports_from_its_old_path_with_a_warning(old):
     import importlib
 
     new = importlib.import_module(MOVED[old])
-    public = [n for n, v in vars(new).items() if not n.startswith("_") and getattr(v, "__module__", None) == new.__name__]
+    public = [
+        n
+        for n, v in vars(new).items()
+        if not n.startswith("_") and getattr(v, "__module__", None) == new.__name__
+    ]
     assert public
     module = importlib.import_module(old)
     for name in public:
         with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {MOVED[old]}.{name}"):
             assert getattr(module, name) is getattr(new, name)
     with pytest.raises(AttributeError), pytest.warns(DeprecationWarning):
-        module.no_such_name
+        _ = module.no_such_name
 
 
 def test_a_cycle_is_found_also_through_an_import_inside_a_function(tmp_path):
     (tmp_path / "zoo").mkdir()
     (tmp_path / "zoo" / "__init__.py").write_text('"""Package."""\n')
-    (tmp_path / "zoo" / "low.py").write_text('"""Low."""\n\n\ndef f():\n    from zoo.high import g\n\n    return g\n')
-    (tmp_path / "zoo" / "high.py").write_text('"""High."""\n\nfrom zoo.low import f\n\n\ndef g():\n    return f\n')
+    (tmp_path / "zoo" / "low.py").write_text(
+        '"""Low."""\n\n\ndef f():\n    from zoo.high import g\n\n    return g\n'
+    )
+    (tmp_path / "zoo" / "high.py").write_text(
+        '"""High."""\n\nfrom zoo.low import f\n\n\ndef g():\n    return f\n'
+    )
     graph = layout.zoo_imports(tmp_path)
     assert graph == {"zoo": set(), "zoo.low": {"zoo.high"}, "zoo.high": {"zoo.low"}}
     with pytest.raises(ValueError, match=r"import cycle: zoo\.high -> zoo\.low -> zoo\.high"):
@@ -161,7 +172,11 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
 
 
-SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for d in ("benchmarks", "tools", "examples") for p in (ROOT / d).glob("*.py"))
+SCRIPTS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for d in ("benchmarks", "tools", "examples")
+    for p in (ROOT / d).glob("*.py")
+)
 LOAD_EACH = """
 import os, runpy, sys, traceback
 failed = 0
@@ -178,5 +193,7 @@ sys.exit(failed)
 
 
 def test_every_script_loads_against_todays_package():
-    out = subprocess.run([sys.executable, "-c", LOAD_EACH, *SCRIPTS], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_EACH, *SCRIPTS], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]

@@ -65,7 +65,19 @@ def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, mon
     bench = load_harness()
     monkeypatch.setattr(bench, "has_bf16", lambda: False)
     out = tmp_path / "bench.json"
-    args = ["--models", "vgg4_strided", "--sizes", "64x84", "--devices", "cpu", "--warmup", "0", "--reps", "1", "--quick"]
+    args = [
+        "--models",
+        "vgg4_strided",
+        "--sizes",
+        "64x84",
+        "--devices",
+        "cpu",
+        "--warmup",
+        "0",
+        "--reps",
+        "1",
+        "--quick",
+    ]
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r.get("bf16", False) for r in data["rows"]] == [False]

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import zoo
 import zoo.cpu
-from zoo.training.cli import default_precision
 from zoo.cpu import has_bf16
 from zoo.layers.conv import Conv2d, ConvBNAct, avoid_bf16_conv_fault
+from zoo.training.cli import default_precision
 
 MODELS = [n for n in zoo.list_models() if not n.endswith("_wide")]
 needs_bf16 = pytest.mark.skipif(
@@ -134,7 +134,9 @@ def _check_bf16_fit_like_fp32(name: str) -> None:
     assert all(math.isfinite(v) for v in bf16), f"{name}: bf16 loss went non-finite: {bf16[-5:]}"
     assert fp32[-1] < 0.5 * fp32[0]  # the task is learnable in 40 steps
     # lowered like fp32: within a fifth of fp32's final loss, or of its drop
-    assert bf16[-1] <= fp32[-1] + 0.2 * (fp32[0] - fp32[-1]), f"{name}: fp32 {fp32[-1]:.3f}, bf16 {bf16[-1]:.3f}"
+    assert bf16[-1] <= fp32[-1] + 0.2 * (fp32[0] - fp32[-1]), (
+        f"{name}: fp32 {fp32[-1]:.3f}, bf16 {bf16[-1]:.3f}"
+    )
 
 
 @needs_bf16
@@ -263,7 +265,9 @@ def test_own_convolutions_get_the_protection(in_channels, groups):
     model.to(memory_format=torch.channels_last)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert avoid_bf16_conv_fault(model) == ["0"]
-    assert isinstance(model[0], Conv2d) and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert isinstance(model[0], Conv2d) and all(
+        torch.equal(v, state[k]) for k, v in model.state_dict().items()
+    )
     x = torch.randn(8, in_channels, 64, 84).bfloat16().contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
@@ -287,7 +291,9 @@ def test_fault_path_computes_the_plain_convolution():
         plain = F.conv2d(x, conv.weight, conv.bias, padding=4, dilation=4, groups=groups)
         plain.sum().backward()
         assert torch.allclose(fast, plain, atol=1e-5)
-        assert torch.allclose(grads[0], x.grad, atol=1e-5) and torch.allclose(grads[1], conv.weight.grad, atol=1e-4)
+        assert torch.allclose(grads[0], x.grad, atol=1e-5) and torch.allclose(
+            grads[1], conv.weight.grad, atol=1e-4
+        )
 
 
 @needs_bf16

@@ -170,7 +170,9 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
         "scores": {"m2nist": {"m2nist": 0.9, "scatter": 0.8}},
     }
     # the first stage recorded no test score; measured scores as given; both stages: 150 s
-    assert markdown([row]).splitlines()[-1] == "| `m` | 1 | 1 | 3 | no |  | 0.900 | 0.800 |  | 60+24 | 2.5 min |"
+    assert (
+        markdown([row]).splitlines()[-1] == "| `m` | 1 | 1 | 3 | no |  | 0.900 | 0.800 |  | 60+24 | 2.5 min |"
+    )
 
     # a third run starts from the exported (shipped-form) weights: its card lists all the stages
     third = tmp_path / "stage3"
@@ -187,7 +189,9 @@ def test_export_of_a_second_stage_records_the_first(tmp_path, small_model):
     first_stage, second_stage = card3["training"]["earlier_stages"]
     assert first_stage == stage
     assert second_stage["epochs"] == 24 and second_stage["test"]["digit_miou"] == 0.9
-    assert markdown([{**row, "cards": {"m2nist": card3}}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")  # 200 s
+    assert (
+        markdown([{**row, "cards": {"m2nist": card3}}]).splitlines()[-1].endswith("| 60+24+40 | 3.3 min |")
+    )  # 200 s
 
     # a run that starts from another run's checkpoint, itself a second stage: both stages listed
     fourth = tmp_path / "stage4"
@@ -231,7 +235,10 @@ def test_predict_shapes_dtypes_and_errors(small_model):
         predict(colour, rgb[:, 0])
     for bad, message in [
         (many.astype(np.float32), "expected uint8 images"),
-        (rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8), r"expected grayscale images \(H, W\) or \(N, H, W\)"),
+        (
+            rng.integers(0, 256, (2, 3, 4, 5), dtype=np.uint8),
+            r"expected grayscale images \(H, W\) or \(N, H, W\)",
+        ),
         (rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), "expected grayscale images"),
         (torch.zeros(2, 3, 8, 8), r"expected a float tensor \(N, 1, H, W\)"),
         (torch.zeros(2, 8, 8, dtype=torch.uint8), "already normalised"),
@@ -271,7 +278,10 @@ ONNX_EVERY_RUN = {"vgg4_dilated", "vgg4_maxpool", "resnet18_dilated"}
 @pytest.mark.parametrize(
     "name, head",
     [("vgg4_dilated", "context")]
-    + [(n, "pixel") if n in ONNX_EVERY_RUN else pytest.param(n, "pixel", marks=pytest.mark.slow) for n in zoo.list_models()],
+    + [
+        (n, "pixel") if n in ONNX_EVERY_RUN else pytest.param(n, "pixel", marks=pytest.mark.slow)
+        for n in zoo.list_models()
+    ],
 )
 def test_onnx_matches_pytorch(tmp_path, name, head):
     # one model of each family and kind of downsampling in every run; the whole registry with -m slow

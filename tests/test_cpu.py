@@ -1,4 +1,4 @@
-"""CPU settings and fast paths: the allocator setting (never a side effect, opt-out works) and the one switch."""
+"""CPU settings and fast paths: the allocator setting (never a side effect) and the fast paths' one switch."""
 
 import os
 import subprocess

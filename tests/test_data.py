@@ -143,7 +143,7 @@ def test_split_images_use_only_their_own_glyphs(glyphs):
         other = {images[i].tobytes() for s in pools if s != split for i in pools[s]} - own
         imgs, labs = data[split]
         checked = 0
-        for img, lab in zip(imgs, labs):
+        for img in imgs:
             for top in range(64 - 27):
                 for left in range(84 - 27):
                     patch = img[top : top + 28, left : left + 28]
@@ -330,12 +330,18 @@ def test_augmentation_comes_from_its_own_seed_not_the_global_rngs(small):
 
 
 def test_datamodule_order_and_augmentation_ignore_the_global_rngs(tmp_path):
-    from zoo.data import M2NISTDataModule
+    from zoo.training.datamodules import M2NISTDataModule
 
     def batches(disturb, seed=0, workers=2):
         disturb_global_rngs(disturb)
         dm = M2NISTDataModule(
-            data_dir=None, batch_size=8, num_workers=workers, train_size=32, val_size=8, test_size=8, seed=seed
+            data_dir=None,
+            batch_size=8,
+            num_workers=workers,
+            train_size=32,
+            val_size=8,
+            test_size=8,
+            seed=seed,
         )
         dm.setup()
         loader = dm.train_dataloader()
@@ -395,8 +401,8 @@ def test_recomposed_images_are_new_every_epoch_and_use_only_the_pool(glyphs):
 
 
 def test_datamodule_recompose(tmp_path, small):
-    from zoo.data import M2NISTDataModule
     from zoo.data.datasets import RecomposedM2NIST
+    from zoo.training.datamodules import M2NISTDataModule
 
     kwargs = dict(data_dir=None, batch_size=4, train_size=16, val_size=8, test_size=8, seed=1)
     fixed = M2NISTDataModule(**kwargs)
@@ -432,7 +438,13 @@ def test_count_probs_sets_glyphs_per_image(glyphs):
         assert not rest.any()
     # three glyphs each: the ink counted per pixel adds up to three glyphs' ink
     _, _, inked = compose(
-        pool_glyphs, pool_digits, 20, np.random.default_rng(0), coverage=True, count_probs=(0, 0, 1), **scatter
+        pool_glyphs,
+        pool_digits,
+        20,
+        np.random.default_rng(0),
+        coverage=True,
+        count_probs=(0, 0, 1),
+        **scatter,
     )
     ink_per_glyph = (pool_glyphs > 0).sum(axis=(1, 2))
     assert (inked.sum(axis=(1, 2)) >= 3 * ink_per_glyph.min()).all()

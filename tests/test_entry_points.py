@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_models_command_lists_by_pattern_and_shipped_weights(capsys):
     assert zoo_main(["models", "vgg4_*_wide"]) == 0
-    assert capsys.readouterr().out.split() == ["vgg4_dilated_wide", "vgg4_large_kernel_wide", "vgg4_strided_wide"]
+    assert capsys.readouterr().out.split() == [
+        "vgg4_dilated_wide",
+        "vgg4_large_kernel_wide",
+        "vgg4_strided_wide",
+    ]
     assert zoo_main(["models", "--pretrained"]) == 0
     # the second reference: the weight files in checkpoints/
     shipped = sorted({p.name.split(".")[0] for p in (ROOT / "checkpoints").glob("*.safetensors")})
@@ -53,7 +57,8 @@ def test_export_command_writes_the_checkpoints_weights(tmp_path, capsys):
 
 def test_rf_command_prints_the_hand_derived_field(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "zoo.rf", "vgg4_dilated", "--samples", "2", "--inits", "1", "--plot", str(tmp_path / "e.png")],
+        [sys.executable, "-m", "zoo.rf", "vgg4_dilated", "--samples", "2", "--inits", "1",
+         "--plot", str(tmp_path / "e.png")],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = run.stdout.splitlines()
@@ -117,7 +122,7 @@ def one_step(tmp_path, **switches) -> torch.nn.Module:
     """The model after one training step of a seeded tiny run with the module's `switches`."""
     import pytorch_lightning as pl
 
-    from zoo.data import M2NISTDataModule
+    from zoo.training.datamodules import M2NISTDataModule
     from zoo.training.module import SegmentationModule
 
     pl.seed_everything(0)
@@ -131,7 +136,9 @@ def one_step(tmp_path, **switches) -> torch.nn.Module:
         **switches,
     )
     data = M2NISTDataModule(data_dir=None, batch_size=8, train_size=8, val_size=8, test_size=8)
-    trainer = pl.Trainer(fast_dev_run=1, default_root_dir=tmp_path, enable_progress_bar=False, precision="32-true")
+    trainer = pl.Trainer(
+        fast_dev_run=1, default_root_dir=tmp_path, enable_progress_bar=False, precision="32-true"
+    )
     trainer.fit(module, datamodule=data)
     return module.model
 

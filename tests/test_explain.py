@@ -143,7 +143,9 @@ def with_rule(model: nn.Module, rule: str) -> nn.Module:
     return model
 
 
-def reference(model: nn.Module, x: torch.Tensor, target: int, weights: torch.Tensor, rule: str) -> torch.Tensor:
+def reference(
+    model: nn.Module, x: torch.Tensor, target: int, weights: torch.Tensor, rule: str
+) -> torch.Tensor:
     net = model if rule == "gradient" else with_rule(model, rule)
     x = x.clone().requires_grad_(True)
     (net(x)[:, target] * weights).sum().backward()
@@ -176,7 +178,9 @@ def test_every_models_gradient_matches_finite_differences(name):
     eps = 1e-6
     with torch.no_grad():
         up, down = model(x + eps * direction)[0, 2, 11, 13], model(x - eps * direction)[0, 2, 11, 13]
-    assert (grad * direction).sum().item() == pytest.approx(((up - down) / (2 * eps)).item(), rel=1e-5, abs=1e-9)
+    assert (grad * direction).sum().item() == pytest.approx(
+        ((up - down) / (2 * eps)).item(), rel=1e-5, abs=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -218,7 +222,9 @@ def test_uint8_images_are_explained_as_normalised_floats():
     rng = np.random.default_rng(0)
     image = (rng.random((2, 30, 40)) * 255).astype(np.uint8)
     got = explain(model, image, 1, pixel=(4, 5), method="guided")
-    expected = explain(model, torch.from_numpy(image).float()[:, None] / 255, 1, pixel=(4, 5), method="guided")
+    expected = explain(
+        model, torch.from_numpy(image).float()[:, None] / 255, 1, pixel=(4, 5), method="guided"
+    )
     assert got.shape == (2, 30, 40)
     torch.testing.assert_close(got, expected.reshape(2, 30, 40))
 
@@ -257,14 +263,20 @@ def test_the_model_comes_back_unchanged():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     modes = {n: m.training for n, m in model.named_modules()}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    hooks = {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for n, m in model.named_modules()}
+    hooks = {
+        n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        for n, m in model.named_modules()
+    }
     x = torch.rand(1, 1, 20, 24)
     for method in METHODS:
         explain(model, x, 2, pixel=(5, 5), method=method, steps=4)
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert all(p.grad is None for p in model.parameters())
-    after = {n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for n, m in model.named_modules()}
+    after = {
+        n: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        for n, m in model.named_modules()
+    }
     assert after == hooks and calls  # the user's hook stayed and ran
     for k, v in model.state_dict().items():  # BN statistics untouched: explained in eval mode
         assert torch.equal(v, state[k]), k

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.training.datamodules import FolderSegmentation
 from zoo.data.folder import FolderDataError, MaskValues, random_crop
+from zoo.training.datamodules import FolderSegmentation
 from zoo.training.losses import IGNORE_INDEX, segmentation_loss
 from zoo.training.metrics import SegmentationMetrics
 
@@ -352,7 +352,8 @@ def test_one_epoch_fit_on_an_rgb_folder_then_load_and_predict(tmp_path):
     other = make_folder(tmp_path / "three", n=8, classes=3)
     rc = train_py([
         "fit", "--data", "FolderSegmentation", "--data.root", str(other), "--data.crop_size", "16",
-        "--model.arch", "vgg4_dilated", "--model.init_from", str(run / "best.ckpt"), "--trainer.max_epochs", "1",
+        "--model.arch", "vgg4_dilated", "--model.init_from", str(run / "best.ckpt"),
+        "--trainer.max_epochs", "1",
         "--trainer.default_root_dir", str(tmp_path / "run3"), "--trainer.enable_progress_bar", "false",
     ])  # fmt: skip
     assert rc == 2
@@ -364,11 +365,15 @@ def test_colour_masks_through_a_palette_and_class_pixel_counts_by_hand(tmp_path)
         mask = np.zeros((8, 10, 3), np.uint8)
         mask[:2] = palette[1]  # 20 red pixels
         mask[2:3, :5] = palette[2]  # 5 blue pixels
-        write_pair(tmp_path / "images", tmp_path / "masks", f"{i}", np.full((8, 10), 9, np.uint8), np.zeros((8, 10)))
+        write_pair(
+            tmp_path / "images", tmp_path / "masks", f"{i}", np.full((8, 10), 9, np.uint8), np.zeros((8, 10))
+        )
         Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
     with pytest.raises(FolderDataError, match="colour mask: pass the colour of each class as --data.palette"):
         FolderSegmentation(str(tmp_path), crop_size=8, val_fraction=0.2, test_fraction=0.2)
-    data = FolderSegmentation(str(tmp_path), crop_size=8, palette=palette, val_fraction=0.2, test_fraction=0.2)
+    data = FolderSegmentation(
+        str(tmp_path), crop_size=8, palette=palette, val_fraction=0.2, test_fraction=0.2
+    )
     assert data.num_classes == 3
     assert data.class_pixel_counts() == [4 * 55, 4 * 20, 4 * 5]  # four training images of 80 pixels
     _, labels = data.dataset("test")[0]

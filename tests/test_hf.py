@@ -23,7 +23,10 @@ def test_save_and_load_round_trip(tmp_path):
     zoo.save_pretrained(model, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["arch"] == "vgg4_stitch" and config["model_kwargs"] == {"widths": [4, 6, 8, 8], "num_classes": 5}
+    assert config["arch"] == "vgg4_stitch" and config["model_kwargs"] == {
+        "widths": [4, 6, 8, 8],
+        "num_classes": 5,
+    }
     written = load_file(tmp_path / "model.safetensors")  # read with safetensors itself
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(written[k], v.numpy(), err_msg=k)

@@ -133,7 +133,12 @@ def test_context_head_is_the_window_mean_by_hand():
     scale = (1 + head.mix.bn.eps) ** -0.5
     for c in range(2):
         for y, xx in [(3, 4), (0, 0), (6, 8), (2, 7)]:
-            window = [float(x[0, c, i, j]) for i in range(7) for j in range(9) if abs(i - y) <= 2 and abs(j - xx) <= 2]
+            window = [
+                float(x[0, c, i, j])
+                for i in range(7)
+                for j in range(9)
+                if abs(i - y) <= 2 and abs(j - xx) <= 2
+            ]
             expected = max(sum(window) / len(window), 0.0) * scale
             assert got[0, c, y, xx].item() == pytest.approx(expected, abs=1e-6), (c, y, xx)
     assert torch.equal(got[0, 2], torch.zeros(7, 9))

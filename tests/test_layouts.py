@@ -13,7 +13,6 @@ import pytest
 
 from zoo.data import (
     BACKGROUND,
-    M2NISTDataModule,
     compose,
     generate_splits,
     load_splits,
@@ -24,6 +23,7 @@ from zoo.data.__main__ import main as data_cli
 from zoo.data.datasets import RecomposedM2NIST
 from zoo.data.layouts import LAYOUTS
 from zoo.data.stats import layout_stats
+from zoo.training.datamodules import M2NISTDataModule
 
 N = 4000
 

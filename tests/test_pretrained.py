@@ -35,7 +35,7 @@ def card_test_split(card: dict) -> tuple[np.ndarray, np.ndarray]:
     return _test_split(data["layout"], data["seed"], data["test_size"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _test_split(layout: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return generate_splits({"test": size}, seed=seed, layout=layout)["test"]
 
@@ -102,7 +102,12 @@ def test_reproduces_recorded_test_metrics(name):
     images, labels = card_test_split(card)
     # in the precision the training run tested in (bf16-mixed: autocast, as predict's dtype)
     bf16 = str(card["training"].get("precision")).startswith("bf16")
-    pred = predict(zoo.create_model(name, pretrained=True), images, batch_size=100, dtype=torch.bfloat16 if bf16 else None)
+    pred = predict(
+        zoo.create_model(name, pretrained=True),
+        images,
+        batch_size=100,
+        dtype=torch.bfloat16 if bf16 else None,
+    )
     digit_miou, pixel_acc = digit_miou_numpy(pred, labels)
     assert digit_miou == pytest.approx(card["metrics"]["digit_miou"], abs=2e-3)
     assert pixel_acc == pytest.approx(card["metrics"]["pixel_acc"], abs=2e-4)

@@ -99,6 +99,8 @@ def test_no_pretrained_weights_is_a_clear_error():
 
 def test_unknown_weight_tag_names_the_shipped_tags():
     # every shipped model has two: the m2nist layout (default) and the scatter variant
-    with pytest.raises(FileNotFoundError, match="tagged 'cifar' ship for 'vgg4_dilated'; tags with weights: m2nist, scatter"):
+    with pytest.raises(
+        FileNotFoundError, match="tagged 'cifar' ship for 'vgg4_dilated'; tags with weights: m2nist, scatter"
+    ):
         zoo.create_model("vgg4_dilated.cifar", pretrained=True)
     assert zoo.create_model("vgg4_dilated.scatter", pretrained=True).card["data"]["layout"] == "scatter"

@@ -164,7 +164,9 @@ def test_tiles_write_into_a_memmap_and_match_the_whole_image(tmp_path):
     with pytest.raises(ValueError, match="out= must be an integer array of shape \\(150, 170\\)"):
         zoo.predict(model, image, out=np.empty((150, 171), np.uint8))
     with pytest.raises(ValueError, match="too small for 300 classes"):
-        zoo.predict(zoo.create_model("vgg4_dilated", num_classes=300), image, out=np.empty((150, 170), np.uint8))
+        zoo.predict(
+            zoo.create_model("vgg4_dilated", num_classes=300), image, out=np.empty((150, 170), np.uint8)
+        )
 
 
 def test_backends_give_the_plain_labels_and_auto_picks_onnxruntime_for_fp32(monkeypatch):
@@ -207,7 +209,9 @@ def test_a_backend_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setattr(zoo.inference, "_build_runner", broken)
     model = zoo.create_model("vgg4_dilated").eval()
     image = np.zeros((20, 30), np.uint8)
-    with pytest.warns(UserWarning, match="backend 'compile' is unavailable .*no such runtime here.*using 'torch'"):
+    with pytest.warns(
+        UserWarning, match="backend 'compile' is unavailable .*no such runtime here.*using 'torch'"
+    ):
         labels = zoo.predict(model, image, backend="compile")
     np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))
 
@@ -232,6 +236,8 @@ def test_a_compiled_graph_that_fails_at_its_first_call_falls_back_with_a_warning
     monkeypatch.setattr(zoo.inference.torch, "compile", lambda model, dynamic: fails)
     model = zoo.create_model("vgg4_dilated").eval()
     image = np.zeros((20, 30), np.uint8)
-    with pytest.warns(UserWarning, match="backend 'compile' failed for this model .*cannot lower this.*using 'torch'"):
+    with pytest.warns(
+        UserWarning, match="backend 'compile' failed for this model .*cannot lower this.*using 'torch'"
+    ):
         labels = zoo.predict(model, image, backend="compile")
     np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))

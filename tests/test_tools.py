@@ -97,7 +97,9 @@ def test_same_arrangements_lay_out_every_pool_alike():
     tool = load_tool("identity_errors")
     solid = np.full((1, 28, 28), 200, np.uint8)
     made = [
-        tool.compose(np.repeat(solid, n, 0), np.full(n, 3), 500, np.random.default_rng([0, 99]), layout=tool.LAYOUT)[0]
+        tool.compose(
+            np.repeat(solid, n, 0), np.full(n, 3), 500, np.random.default_rng([0, 99]), layout=tool.LAYOUT
+        )[0]
         for n in (4000, 500)
     ]
     assert np.array_equal(*made)

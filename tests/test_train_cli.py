@@ -150,7 +150,7 @@ def test_ddp_two_processes_metrics_equal_single_process(tmp_path):
     pl.seed_everything(3)
     module = SegmentationModule("vgg4_dilated", {"widths": WIDTHS})
     trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    from zoo.data import M2NISTDataModule
+    from zoo.training.datamodules import M2NISTDataModule
 
     trainer.fit(
         module,
@@ -243,7 +243,8 @@ def test_a_checkpoint_of_the_string_option_era_still_loads(tmp_path):
 def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
     config = ["--config", str(ROOT / "configs" / "shared.yaml"), "--model.arch", "vgg4_dilated"]
     without_ckpt = [
-        "--model.model_kwargs", json.dumps({"widths": WIDTHS}), "--data.data_dir", "null", "--data.batch_size", "4",
+        "--model.model_kwargs", json.dumps({"widths": WIDTHS}), "--data.data_dir", "null",
+        "--data.batch_size", "4",
         "--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.recompose", "true",
         "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
@@ -263,7 +264,12 @@ def test_train_py_tests_and_resumes_a_string_option_checkpoint(tmp_path):
     # the finished run resumes with today's optimizer and one-cycle configuration: states load;
     # the best checkpoint it records lived in the folder that wrote it (/tmp/legacy), which is not
     # on this machine, so the fit's own final weights are tested and results.json says so
-    assert not Path("/tmp/legacy/best.ckpt").exists(), "a leftover /tmp/legacy/best.ckpt hides what this checks"
+    assert not Path("/tmp/legacy/best.ckpt").exists(), (
+        "a leftover /tmp/legacy/best.ckpt hides what this checks"
+    )
     assert main(["fit", *config, *legacy_run, "--trainer.default_root_dir", str(tmp_path / "fit")]) == 0
     results = json.loads((tmp_path / "fit" / "results.json").read_text())
-    assert results["best_checkpoint"] == "/tmp/legacy/best.ckpt" and results["tested"] == "the fit's final weights"
+    assert (
+        results["best_checkpoint"] == "/tmp/legacy/best.ckpt"
+        and results["tested"] == "the fit's final weights"
+    )

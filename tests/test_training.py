@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 import zoo
-from zoo.data import M2NISTDataModule
+from zoo.training.datamodules import M2NISTDataModule
 from zoo.training.losses import median_frequency_weights
 from zoo.training.metrics import SegmentationMetrics, scores_from_confusion
 from zoo.training.module import SegmentationModule
@@ -68,7 +68,9 @@ SGD = functools.partial(torch.optim.SGD, lr=3e-3, momentum=0.9, nesterov=True)
 def test_fit_test_and_reload(tmp_path, loss, weights, optimizer):
     pl.seed_everything(0)
     chosen = {} if optimizer is None else {"optimizer": optimizer}
-    module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, **chosen)
+    module = SegmentationModule(
+        "vgg4_dilated", {"widths": [8, 8, 8, 8]}, loss=loss, class_weights=weights, **chosen
+    )
     trainer = pl.Trainer(
         max_epochs=2,
         default_root_dir=tmp_path,
@@ -141,7 +143,9 @@ def test_init_from_is_what_validate_and_test_score_and_a_fit_tests_what_it_train
     for run in ("validate", "test"):  # no --ckpt_path: init_from's weights, not a fresh model's
         seen = _WeightsAtEvalStart()
         module = SegmentationModule("vgg4_dilated", {"widths": [8, 8, 8, 8]}, init_from=str(path))
-        trainer = pl.Trainer(logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path)
+        trainer = pl.Trainer(
+            logger=False, enable_progress_bar=False, callbacks=[seen], default_root_dir=tmp_path
+        )
         getattr(trainer, run)(module, datamodule=tiny_data())
         assert all(torch.equal(seen.state[k], expected[k]) for k in expected), run
     # a fit then a test of the same module: the test sees the trained weights, not init_from again
@@ -224,7 +228,10 @@ def test_a_one_cycle_left_without_a_length_runs_over_the_whole_fit():
 
     # LightningCLI hands the module partials of the configured class
     assert build_scheduler(functools.partial(OneCycleLR, max_lr=0.1), optimizer(), 40).total_steps == 40
-    assert build_scheduler(functools.partial(OneCycleLR, max_lr=0.1, total_steps=7), optimizer(), 40).total_steps == 7
+    assert (
+        build_scheduler(functools.partial(OneCycleLR, max_lr=0.1, total_steps=7), optimizer(), 40).total_steps
+        == 7
+    )
     cosine = build_scheduler(functools.partial(CosineAnnealingLR, T_max=9), optimizer(), 40)
     assert isinstance(cosine, CosineAnnealingLR) and cosine.T_max == 9
     default = build_scheduler(OneCycle, optimizer(), 40)
@@ -340,7 +347,9 @@ def test_no_config_runs_the_packaged_recipe_and_flags_override_it():
 
 
 @pytest.mark.parametrize(
-    "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
+    "config",
+    CONFIGS + SCATTER_CONFIGS,
+    ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS],
 )
 def test_config_parses_and_instantiates(config):
     cli = cli_for(["--config", str(config)])
@@ -373,14 +382,28 @@ def test_config_parses_and_instantiates(config):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "config", CONFIGS + SCATTER_CONFIGS, ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS]
+    "config",
+    CONFIGS + SCATTER_CONFIGS,
+    ids=[p.stem for p in CONFIGS] + [f"scatter/{p.stem}" for p in SCATTER_CONFIGS],
 )
 def test_every_config_runs_a_training_step(config, tmp_path):
     from zoo.training.cli import main
 
-    tiny = ["--data.train_size", "8", "--data.val_size", "4", "--data.test_size", "4", "--data.batch_size", "4"]
+    tiny = [
+        "--data.train_size",
+        "8",
+        "--data.val_size",
+        "4",
+        "--data.test_size",
+        "4",
+        "--data.batch_size",
+        "4",
+    ]
     args = ["fit", "--config", str(config), *tiny, "--trainer.fast_dev_run", "1", "--model.init_from", "null"]
-    assert main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+    assert (
+        main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+        == 0
+    )
 
 
 def test_cli_unknown_model_is_one_line_error(capsys):
@@ -434,7 +457,9 @@ def test_pruning_waits_for_its_epoch_then_zeroes_the_smallest_weights(tmp_path, 
     module = SegmentationModule("vgg4_dilated", {"widths": [4, 4, 4, 4]})
     trainer.fit(module, datamodule=tiny_data())
     for epoch in (0, 1):  # nothing pruned before the start epoch
-        assert all(torch.equal(a, b) and (a != 0).all() for a, b in zip(before.seen[epoch], after.seen[epoch]))
+        assert all(
+            torch.equal(a, b) and (a != 0).all() for a, b in zip(before.seen[epoch], after.seen[epoch])
+        )
     expected = smallest(before.seen[2], 0.4, per_layer)
     for w, mask in zip(after.seen[2], expected):
         assert torch.equal(w == 0, mask)

@@ -80,8 +80,12 @@ def table(rows: dict[str, dict[str, float]], methods: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=list(DEFAULT_MODELS), help="shipped models (name or name.tag)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "models", nargs="*", default=list(DEFAULT_MODELS), help="shipped models (name or name.tag)"
+    )
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--layout", default=DEFAULT_LAYOUT, choices=LAYOUTS)
     parser.add_argument("--limit", type=int, help="only the first N test images")

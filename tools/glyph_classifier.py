@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.epochs * math.ceil(len(y["train"]) / args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for _epoch in range(args.epochs):
         model.train()
         for idx in torch.randperm(len(y["train"])).split(args.batch_size):
             loss = F.cross_entropy(model(jitter(x["train"][idx])), y["train"][idx])

@@ -102,7 +102,9 @@ def same_arrangements(size: int = 500, seed: int = 0) -> dict[str, tuple[np.ndar
 def main(names: list[str]) -> None:
     # the test split every model card was scored on (generated, seed 0), with glyphs per pixel
     test = {"test": DEFAULT_SIZES["test"]}
-    images, labels, inked, owners = generate_splits(test, seed=0, coverage=True, owners=True, layout=LAYOUT)["test"]
+    images, labels, inked, owners = generate_splits(test, seed=0, coverage=True, owners=True, layout=LAYOUT)[
+        "test"
+    ]
     labels = labels.astype(np.int64)
     overlap = inked > 1
     digit = labels != BACKGROUND

@@ -100,7 +100,9 @@ def main(paths: list[str]) -> int:
             continue
         file.write_text(source.replace(old, new))
         try:
-            run = subprocess.run([sys.executable, "-m", "pytest", "-q", test], cwd=ROOT, capture_output=True, text=True)
+            run = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", test], cwd=ROOT, capture_output=True, text=True
+            )
         finally:
             file.write_text(source)
         caught = run.returncode != 0

@@ -34,12 +34,16 @@ def main() -> int:
 
     checkout = Path(__file__).resolve().parent.parent
     installed = Path(zoo.__file__).resolve()
-    assert checkout not in installed.parents, f"zoo was imported from the checkout ({installed}), not the install"
+    assert checkout not in installed.parents, (
+        f"zoo was imported from the checkout ({installed}), not the install"
+    )
     pyproject = checkout / "pyproject.toml"
     if pyproject.is_file():  # the extras this script knows must be the ones the project declares
         declared = set(tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]) - {"test"}
-        assert declared == set(EXTRA_MODULES), f"extras declared {sorted(declared)}, smoke-tested {sorted(EXTRA_MODULES)}"
-    for extra, modules in EXTRA_MODULES.items():
+        assert declared == set(EXTRA_MODULES), (
+            f"extras declared {sorted(declared)}, smoke-tested {sorted(EXTRA_MODULES)}"
+        )
+    for modules in EXTRA_MODULES.values():
         for module in modules:
             importlib.import_module(module)  # an ImportError here is a broken install
     names = zoo.list_models()
@@ -69,7 +73,10 @@ def main() -> int:
 
         # the wheel carries the recipe train.py runs: `python -m zoo train` shows it, then fits
         shown = subprocess.run(
-            [sys.executable, "-m", "zoo", "train", "fit", "--print_config"], capture_output=True, text=True, check=True
+            [sys.executable, "-m", "zoo", "train", "fit", "--print_config"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert "arch: vgg7_dilated" in shown and "lr: 0.02" in shown, shown[-2000:]
         args = ["fit", "--model.arch", "vgg4_dilated", "--model.model_kwargs", '{"widths": [4, 4, 4, 4]}',

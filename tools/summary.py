@@ -17,10 +17,11 @@ from zoo.data.layouts import LAYOUTS
 from zoo.data.m2nist import BACKGROUND, NUM_CLASSES
 from zoo.data.splits import test_split
 from zoo.inference import predict
-from zoo.training.metrics import SegmentationMetrics
 from zoo.models.base import count_parameters
 from zoo.rf import receptive_field
 from zoo.shipped import available_tags, pretrained_card
+from zoo.training.metrics import SegmentationMetrics
+
 
 def digit_miou(model: torch.nn.Module, layout: str, tta: str | None = None) -> float:
     """`model`'s digit mean IoU on `layout`'s generated test split (fp32, whole-split confusion)."""

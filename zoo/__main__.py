@@ -1,4 +1,4 @@
-"""`python -m zoo train | models | export | explain`: train, list models, export weights, explain a prediction.
+"""`python -m zoo train | models | export | explain`: train, list, export weights, explain a prediction.
 
 `python -m zoo train ...` is `python train.py ...` (the `train` extra), from a wheel as from the checkout.
 
@@ -37,7 +37,9 @@ def _explain(args: argparse.Namespace) -> str:
     if args.pixel is not None:
         y, x = args.pixel
         if not (0 <= y < image.shape[0] and 0 <= x < image.shape[1]):
-            raise ValueError(f"--pixel Y X must lie in the {image.shape[0]}x{image.shape[1]} image, found {y} {x}")
+            raise ValueError(
+                f"--pixel Y X must lie in the {image.shape[0]}x{image.shape[1]} image, found {y} {x}"
+            )
         target = int(prediction[tuple(args.pixel)]) if args.target is None else args.target
         region = np.zeros(image.shape, bool)
         region[tuple(args.pixel)] = True
@@ -50,7 +52,9 @@ def _explain(args: argparse.Namespace) -> str:
         region = prediction == target
         what = f"the {int(region.sum())} pixels predicted as {target}"
     kwargs = {"pixel": tuple(args.pixel)} if args.pixel is not None else {"mask": region}
-    maps = {m: zoo.explain(model, image, target, method=m, steps=args.steps, **kwargs).numpy() for m in methods}
+    maps = {
+        m: zoo.explain(model, image, target, method=m, steps=args.steps, **kwargs).numpy() for m in methods
+    }
     name = args.checkpoint or args.model
     lines = [f"{name}, {args.layout} test image {args.index}: class {target}'s logit summed over {what}"]
     for m, a in maps.items():
@@ -86,20 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="python train.py's command line: `python -m zoo train fit --help`")
     ex = sub.add_parser("export", help="a train.py checkpoint -> safetensors + JSON model card")
-    ex.add_argument("checkpoint", help="a train.py .ckpt; with --format hub also shipped weights (name or name.tag)")
+    ex.add_argument(
+        "checkpoint", help="a train.py .ckpt; with --format hub also shipped weights (name or name.tag)"
+    )
     ex.add_argument("out_dir")
     ex.add_argument("--tag", default=zoo.shipped.DEFAULT_TAG)
     ex.add_argument("--results", help="the run's results.json (default: beside the checkpoint)")
     ex.add_argument(
         "--shared-recipe",
-        help="results.json of the model's shared-recipe run (configs/<model>.yaml), kept on the card for the model table",
+        help="results.json of the model's shared-recipe run (configs/shared.yaml), kept on the card "
+        "for the model table",
     )
     ex.add_argument(
         "--format",
         choices=("shipped", "hub"),
         default="shipped",
-        help="shipped: <arch>.<tag>.safetensors + .json as in checkpoints/; hub: config.json + model.safetensors "
-        "+ README.md (zoo.from_pretrained, push_to_hub)",
+        help="shipped: <arch>.<tag>.safetensors + .json as in checkpoints/; "
+        "hub: config.json + model.safetensors + README.md (zoo.from_pretrained, push_to_hub)",
     )
     ls = sub.add_parser("models", help="list registered models")
     ls.add_argument("pattern", nargs="?")
@@ -107,13 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     why = sub.add_parser("explain", help="attribution maps of a test image's prediction (zoo.explain)")
     why.add_argument("model", nargs="?", help="a registered model (with --pretrained, optionally name.tag)")
     why.add_argument("--pretrained", action="store_true", help="the shipped weights")
-    why.add_argument("--checkpoint", help="a train.py .ckpt or a .safetensors with its card, instead of MODEL")
+    why.add_argument(
+        "--checkpoint", help="a train.py .ckpt or a .safetensors with its card, instead of MODEL"
+    )
     why.add_argument("--index", type=int, default=0, help="the generated test split's image")
     why.add_argument("--layout", default=DEFAULT_LAYOUT, choices=LAYOUTS)
     which = why.add_mutually_exclusive_group()
-    which.add_argument("--class", dest="target", type=int, help="explain this class (default: the most predicted digit)")
-    which.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"), help="explain this pixel's predicted class")
-    why.add_argument("--method", "--methods", nargs="+", default=["guided"], help=f"{', '.join(METHODS)} or all")
+    which.add_argument(
+        "--class", dest="target", type=int, help="explain this class (default: the most predicted digit)"
+    )
+    which.add_argument(
+        "--pixel", type=int, nargs=2, metavar=("Y", "X"), help="explain this pixel's predicted class"
+    )
+    why.add_argument(
+        "--method", "--methods", nargs="+", default=["guided"], help=f"{', '.join(METHODS)} or all"
+    )
     why.add_argument("--steps", type=int, default=32, help="integrated gradients' path points")
     why.add_argument("--plot", help="write the figure here (PNG)")
     args = parser.parse_args(argv)
@@ -122,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {_export_hub(args)}")
         elif args.command == "export":
             weights, card = zoo.export(
-                args.checkpoint, args.out_dir, tag=args.tag, results=args.results, shared_recipe=args.shared_recipe
+                args.checkpoint,
+                args.out_dir,
+                tag=args.tag,
+                results=args.results,
+                shared_recipe=args.shared_recipe,
             )
             print(f"wrote {weights} and {card}")
         elif args.command == "models":

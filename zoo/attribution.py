@@ -23,8 +23,8 @@ being explained.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -190,7 +190,8 @@ def _checked_forward(model: nn.Module, x: torch.Tensor, method: str) -> torch.Te
         raise ValueError(f"expected the model to return logits (N, K, H, W) or (N, K), found {found_shape}")
     if logits.dim() == 4 and logits.shape[-2:] != x.shape[-2:]:
         raise ValueError(
-            f"expected per-pixel logits at the input's size {tuple(x.shape[-2:])}, found {tuple(logits.shape)}"
+            f"expected per-pixel logits at the input's size {tuple(x.shape[-2:])}, found "
+            f"{tuple(logits.shape)}"
         )
     if not logits.requires_grad:
         raise ValueError("the model's output does not depend differentiably on its input: nothing to explain")
@@ -237,14 +238,18 @@ def _functional_activations(model: nn.Module) -> Iterator[list]:
         post.remove()
 
 
-def _pixel_weights(logits: torch.Tensor, target: int, mask, pixel: Sequence[int] | None) -> torch.Tensor | None:
+def _pixel_weights(
+    logits: torch.Tensor, target: int, mask, pixel: Sequence[int] | None
+) -> torch.Tensor | None:
     """Per-image pixel weights (N, H, W) of the explained sum; None for class logits."""
     n, k = logits.shape[:2]
     if not isinstance(target, (int, np.integer)) or isinstance(target, bool) or not 0 <= target < k:
         raise ValueError(f"target must be a class index in 0..{k - 1}, found {target!r}")
     if logits.dim() == 2:
         if mask is not None or pixel is not None:
-            raise ValueError("the model returns class logits (N, K): mask and pixel apply to per-pixel logits only")
+            raise ValueError(
+                "the model returns class logits (N, K): mask and pixel apply to per-pixel logits only"
+            )
         return None
     h, w = logits.shape[-2:]
     if pixel is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -23,7 +23,9 @@ def list_models(pattern: str | Iterable[str] | None = None, pretrained: bool = F
     return [n for n in names if has_pretrained(n)] if pretrained else names
 
 
-def create_model(name: str, pretrained: bool = False, dtype: torch.dtype | None = None, **kwargs) -> nn.Module:
+def create_model(
+    name: str, pretrained: bool = False, dtype: torch.dtype | None = None, **kwargs
+) -> nn.Module:
     """Build a registered model by name, forwarding keyword arguments to its family.
 
     The model records `arch` and `model_kwargs`, so it can be saved and rebuilt.

@@ -203,7 +203,12 @@ def export(
     if earlier:
         card["training"]["earlier_stages"] = earlier
     start_card = Path(init_from).with_suffix(".json") if init_from else None
-    if shared_recipe is None and start_card is not None and str(init_from).endswith(".safetensors") and start_card.is_file():
+    if (
+        shared_recipe is None
+        and start_card is not None
+        and str(init_from).endswith(".safetensors")
+        and start_card.is_file()
+    ):
         # a further stage of shipped weights keeps the shared recipe's record they carried
         inherited = read_card(start_card).get("training", {}).get("shared_recipe")
         if inherited is not None:
@@ -215,7 +220,8 @@ def export(
         keep = ("command", "epochs", "fit_seconds", "precision", "test")
         card["training"]["shared_recipe"] = {
             **{k: shared.get(k) for k in keep},
-            "note": "the shared comparison recipe's run of this model; the model table's 'shared recipe' column",
+            "note": "the shared comparison recipe's run of this model; the model table's 'shared recipe' "
+            "column",
         }
     hp = obj["hyper_parameters"]
     if hp.get("class_names") is not None:  # trained on one's own data: what an application needs to know
@@ -263,15 +269,24 @@ def upgrade_hyperparameters(ckpt: dict) -> dict | None:
         return None
     lr, decay = hyper.get("lr", 3e-3), hyper.get("weight_decay", 1e-4)
     if hyper["optimizer"] == "sgd":
-        optimizer = {"class_path": "torch.optim.SGD", "init_args": {"lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": decay}}
+        optimizer = {
+            "class_path": "torch.optim.SGD",
+            "init_args": {"lr": lr, "momentum": 0.9, "nesterov": True, "weight_decay": decay},
+        }
     else:
         optimizer = {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr, "weight_decay": decay}}
     schedule = hyper.get("schedule", "onecycle")
     if schedule == "onecycle":
-        scheduler = {"class_path": "torch.optim.lr_scheduler.OneCycleLR", "init_args": {"max_lr": lr, "pct_start": 0.15}}
+        scheduler = {
+            "class_path": "torch.optim.lr_scheduler.OneCycleLR",
+            "init_args": {"max_lr": lr, "pct_start": 0.15},
+        }
     elif schedule == "cosine":  # zoo 0.1 kept the cosine's length beside the hyperparameters
         length = ckpt.get("schedule_steps") or 1
-        scheduler = {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": length}}
+        scheduler = {
+            "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "init_args": {"T_max": length},
+        }
     else:
         scheduler = None
     dropped = ("lr", "weight_decay", "schedule")

@@ -250,7 +250,9 @@ def fused_conv_applies(module: nn.Module, x: torch.Tensor) -> bool:
     )
 
 
-def fused_conv_bn_act(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, relu: bool, x: torch.Tensor) -> torch.Tensor:
+def fused_conv_bn_act(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d | None, relu: bool, x: torch.Tensor
+) -> torch.Tensor:
     """`relu(bn(conv(x)))` for inference as one oneDNN call: batch norm folded into the weights.
 
     One pass over the activations instead of three, channels_last (about 2x, benchmarks/run.py).

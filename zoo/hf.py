@@ -45,9 +45,21 @@ class ZooHubModel(
         self.model, self.card = model, dict(card or getattr(model, "card", None) or {})
 
     def config(self) -> dict:
-        keep = ("tag", "preprocessing", "classes", "ignore_index", "metrics", "data", "training", "parameters")
+        keep = (
+            "tag",
+            "preprocessing",
+            "classes",
+            "ignore_index",
+            "metrics",
+            "data",
+            "training",
+            "parameters",
+        )
         # a model loaded from a train.py checkpoint carries its data's normalisation and class names
-        known = {"preprocessing": getattr(self.model, "preprocessing", None), "classes": getattr(self.model, "class_names", None)}
+        known = {
+            "preprocessing": getattr(self.model, "preprocessing", None),
+            "classes": getattr(self.model, "class_names", None),
+        }
         return {
             "zoo_config_version": CONFIG_VERSION,
             "arch": self.model.arch,
@@ -77,7 +89,9 @@ class ZooHubModel(
             folder = Path(model_id)
             if folder.is_dir():
                 if not (folder / name).is_file():
-                    raise FileNotFoundError(f"{folder} is not a fullres-zoo model directory: it has no {name}")
+                    raise FileNotFoundError(
+                        f"{folder} is not a fullres-zoo model directory: it has no {name}"
+                    )
                 return folder / name
             try:
                 return Path(
@@ -143,7 +157,10 @@ def model_card_text(arch: str, config: dict) -> str:
             "",
             "| class | IoU |",
             "|---|---:|",
-            *(f"| {name} | {iou:.4f} |" for name, iou in zip(config.get("classes") or DEFAULT_CLASS_NAMES, metrics["iou"])),
+            *(
+                f"| {name} | {iou:.4f} |"
+                for name, iou in zip(config.get("classes") or DEFAULT_CLASS_NAMES, metrics["iou"])
+            ),
         ]
     training = config.get("training") or {}
     if training.get("command"):
@@ -153,7 +170,11 @@ def model_card_text(arch: str, config: dict) -> str:
 
 
 def save_pretrained(
-    model: nn.Module, save_directory: str | Path, push_to_hub: bool = False, repo_id: str | None = None, **hub_kwargs
+    model: nn.Module,
+    save_directory: str | Path,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    **hub_kwargs,
 ) -> Path:
     """Write `model` in the Hub layout to `save_directory` (and upload it with `push_to_hub`).
 
@@ -173,7 +194,12 @@ def from_pretrained(name_or_path: str | Path, **hub_kwargs) -> nn.Module:
     """
     try:
         return ZooHubModel.from_pretrained(name_or_path, **hub_kwargs).model
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError) as e:  # the mixin's config.json
+    except (
+        LocalEntryNotFoundError,
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+    ) as e:  # the mixin's config.json
         raise FileNotFoundError(
-            f"{name_or_path!r} is neither a local directory nor a Hub repository reachable now ({type(e).__name__})"
+            f"{name_or_path!r} is neither a local directory nor a Hub repository reachable now "
+            f"({type(e).__name__})"
         ) from None

@@ -7,9 +7,9 @@ import os
 import tempfile
 import warnings
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -63,7 +63,9 @@ def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = N
             raise ValueError(f"{why}; pass overlap= (input pixels of context on each side of a tile)")
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, found {overlap}")
-        return TilePlan((int(overlap),) * 2, (1, 1), False, f"{why}, so the overlap of {overlap} is unchecked")
+        return TilePlan(
+            (int(overlap),) * 2, (1, 1), False, f"{why}, so the overlap of {overlap} is unchecked"
+        )
     if field.global_pool:
         raise ValueError("a classify-head model sees the whole image: it cannot be tiled")
     align = tuple(math.lcm(*(layer.jump[i] for layer in field.layers), 1) for i in range(2))
@@ -72,7 +74,9 @@ def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = N
     # coarse cells it reads depends on the pixel's parity): one step of the coarsest grid more
     # on each side; a final resize of coarse logits reads one coarse step beyond the field.
     radius = tuple(
-        (field.rf[i] - 1) // 2 + (align[i] if align[i] > 1 else 0) + (out_stride[i] if out_stride[i] > 1 else 0)
+        (field.rf[i] - 1) // 2
+        + (align[i] if align[i] > 1 else 0)
+        + (out_stride[i] if out_stride[i] > 1 else 0)
         for i in range(2)
     )
     wanted = radius if overlap is None else (int(overlap), int(overlap))
@@ -80,17 +84,22 @@ def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = N
         raise ValueError(f"overlap must be >= 0, found {overlap}")
     margin = tuple(-(-wanted[i] // align[i]) * align[i] for i in range(2))
     if overlap is not None and min(overlap - r for r in radius) < 0:
-        return TilePlan(margin, align, False, f"overlap {overlap} is below the receptive-field radius {max(radius)}")
+        return TilePlan(
+            margin, align, False, f"overlap {overlap} is below the receptive-field radius {max(radius)}"
+        )
     size = (height, width)
     if any(out_stride[i] > 1 and size[i] % out_stride[i] for i in range(2)):
         return TilePlan(
             margin,
             align,
             False,
-            f"{type(model).__name__} computes logits at 1/{max(out_stride)} of the input and resizes them to the "
+            f"{type(model).__name__} computes logits at 1/{max(out_stride)} of the input and resizes "
+            "them to the "
             f"input's size; a tile's resize matches the whole image's only when height and width are "
-            f"multiples of {max(out_stride)}, and {height}x{width} is not, so each tile is resized on its own "
-            f"(labels can differ near tile seams); pad the image to a multiple of {max(out_stride)} for exact tiles",
+            f"multiples of {max(out_stride)}, and {height}x{width} is not, so each tile is resized on "
+            "its own "
+            f"(labels can differ near tile seams); pad the image to a multiple of {max(out_stride)} for "
+            "exact tiles",
         )
     return TilePlan(margin, align, True)
 
@@ -142,7 +151,9 @@ class _Outputs:
             self.probs[i, :, ys, xs] = logits.softmax(1).cpu().numpy()
 
 
-def _predict_chunk(model, x, rows: slice, tile, plan, tta, prepare, outputs: _Outputs, return_probs, bar) -> None:
+def _predict_chunk(
+    model, x, rows: slice, tile, plan, tta, prepare, outputs: _Outputs, return_probs, bar
+) -> None:
     """Labels (and probabilities, if asked) of images `rows`, whole or tile by tile, into `outputs`.
 
     Tiled, only the outputs are image-sized: each tile is normalised, run and reduced before the
@@ -156,7 +167,11 @@ def _predict_chunk(model, x, rows: slice, tile, plan, tta, prepare, outputs: _Ou
     for y0, y1, ty0, ty1 in _tiles(h, th, plan.margin[0]):
         for x0, x1, tx0, tx1 in _tiles(w, tw, plan.margin[1]):
             logits = _scores(model, prepare(x[..., ty0:ty1, tx0:tx1]), tta)
-            outputs.write((rows, slice(y0, y1), slice(x0, x1)), logits[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0], return_probs)
+            outputs.write(
+                (rows, slice(y0, y1), slice(x0, x1)),
+                logits[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0],
+                return_probs,
+            )
             bar.update(1)
 
 
@@ -186,7 +201,10 @@ class _Compiled(nn.Module):
             except Exception as e:  # inductor's lowering errors have many types
                 self.failed = True
                 message = str(e).splitlines()[0][:200]
-                warnings.warn(f"backend 'compile' failed for this model ({type(e).__name__}: {message}); using 'torch'")
+                warnings.warn(
+                    f"backend 'compile' failed for this model ({type(e).__name__}: {message}); using 'torch'",
+                    stacklevel=3,
+                )
         return self.model(x)
 
 
@@ -210,7 +228,9 @@ def choose_backend(model: nn.Module, backend: str, dtype: torch.dtype | None) ->
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, found {backend!r}")
     if backend == "onnxruntime" and dtype is not None:
-        raise ValueError("onnxruntime runs fp32 only (its CPU provider has no bf16 convolution): use backend='torch'")
+        raise ValueError(
+            "onnxruntime runs fp32 only (its CPU provider has no bf16 convolution): use backend='torch'"
+        )
     if backend == "auto":
         backend = os.environ.get("ZOO_PREDICT_BACKEND", "auto")
         if backend not in BACKENDS:
@@ -243,7 +263,9 @@ def runner(model: nn.Module, backend: str) -> nn.Module:
             with eval_mode(model):
                 cache[key] = _build_runner(model, backend)
         except Exception as e:  # a missing package, an export the model does not support
-            warnings.warn(f"backend {backend!r} is unavailable ({type(e).__name__}: {e}); using 'torch'", stacklevel=3)
+            warnings.warn(
+                f"backend {backend!r} is unavailable ({type(e).__name__}: {e}); using 'torch'", stacklevel=3
+            )
             cache[key] = model
     return cache[key]
 
@@ -317,7 +339,9 @@ def predict(
     if out is not None:
         wanted = (h, w) if single else (n, h, w)
         if tuple(out.shape) != wanted or not np.issubdtype(out.dtype, np.integer):
-            raise ValueError(f"out= must be an integer array of shape {wanted}, found {out.dtype} {tuple(out.shape)}")
+            raise ValueError(
+                f"out= must be an integer array of shape {wanted}, found {out.dtype} {tuple(out.shape)}"
+            )
         classes = getattr(model, "num_classes", None)
         if classes is not None and np.iinfo(out.dtype).max < classes - 1:
             raise ValueError(f"out= holds {out.dtype}, too small for {classes} classes")
@@ -344,7 +368,9 @@ def predict(
     if tile is not None:
         th, tw = _tile_sizes(tile, plan)
         steps *= -(-h // th) * -(-w // tw)
-    bar = progress_bar(total=steps, desc="predict", show=progress if progress is not None or steps > 1 else False)
+    bar = progress_bar(
+        total=steps, desc="predict", show=progress if progress is not None or steps > 1 else False
+    )
     outputs = _Outputs((n, h, w), None if out is None else out.reshape(n, h, w), probs_dtype)
     with bar, eval_mode(source), torch.inference_mode(), autocast:
         for start in range(0, n, batch_size):

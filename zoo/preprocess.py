@@ -52,14 +52,17 @@ def as_batch(images, in_channels: int = 1, scale: bool = True) -> tuple[torch.Te
             images = images.convert(wanted)
         elif mode != wanted:
             raise ValueError(
-                f"the model takes {in_channels} channel(s) ({wanted} images), found a PIL image of mode {mode!r}"
+                f"the model takes {in_channels} channel(s) ({wanted} images), found a PIL image of mode "
+                f"{mode!r}"
             )
         images = np.asarray(images)
     if isinstance(images, np.ndarray):
         check_uint8(images)
         if in_channels == 1:
             if images.ndim == 3 and images.shape[-1] in (3, 4) and images.shape[0] > 4:
-                raise ValueError(f"expected grayscale images, found shape {images.shape} (colour channels last?)")
+                raise ValueError(
+                    f"expected grayscale images, found shape {images.shape} (colour channels last?)"
+                )
             if images.ndim not in (2, 3):
                 raise ValueError(f"expected grayscale images (H, W) or (N, H, W), found shape {images.shape}")
             x = _tensor(images).reshape(-1, 1, *images.shape[-2:])
@@ -105,5 +108,7 @@ def standardize(x: torch.Tensor, preprocessing: dict | None) -> torch.Tensor:
     mean = torch.tensor(preprocessing["mean"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     std = torch.tensor(preprocessing["std"], dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     if mean.shape[1] != x.shape[1]:
-        raise ValueError(f"the recorded normalisation has {mean.shape[1]} channel(s), the images {x.shape[1]}")
+        raise ValueError(
+            f"the recorded normalisation has {mean.shape[1]} channel(s), the images {x.shape[1]}"
+        )
     return (x - mean) / std

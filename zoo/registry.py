@@ -9,7 +9,7 @@ import difflib
 import fnmatch
 import inspect
 import typing
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch.nn as nn
 

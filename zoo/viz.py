@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.m2nist import BACKGROUND
 from zoo.cards import IGNORE_INDEX
+from zoo.data.m2nist import BACKGROUND
 
 # tab10-like colours per digit, black background
 PALETTE = np.array(

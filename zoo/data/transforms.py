@@ -47,7 +47,9 @@ def train_transform(strength: float = 1.0) -> A.Compose:
     )
 
 
-def folder_transform(rgb: bool, flips: bool = True, color_jitter: bool = True, square: bool = True) -> A.Compose | None:
+def folder_transform(
+    rgb: bool, flips: bool = True, color_jitter: bool = True, square: bool = True
+) -> A.Compose | None:
     """The default augmentation of your own images (uint8) and label masks: what fits most real data.
 
     Micrographs, scans and aerial images have no preferred orientation: horizontal and vertical

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -73,7 +73,7 @@ def make_head(kind: str, in_channels: int, num_classes: int) -> nn.Module:
 
 
 def pixel_head_from_classifier(head: ClassifyHead) -> PixelHead:
-    """A PixelHead with the classifier's weights: the spatial mean of its output is the classifier's logits."""
+    """A PixelHead with the classifier's weights: its output's spatial mean is the classifier's logits."""
     if not isinstance(head, ClassifyHead):
         raise TypeError(f"expected a ClassifyHead, found {type(head).__name__}")
     out_features, in_features = head.fc.weight.shape

@@ -12,7 +12,7 @@ the start of stages 2-4 (output stride 8). Convolutions have no bias (BN follows
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

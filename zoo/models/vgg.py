@@ -19,13 +19,20 @@ beside each pixel's own; receptive field 95). `vgg4_dilated_context` gives the s
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn as nn
 
 from zoo.layers.conv import ConvBNAct
 from zoo.layers.shift_stitch import ShiftStitch
-from zoo.models.base import DEFAULT_NUM_CLASSES, ZooModel, check_positive_int, check_widths, layer_ints, per_layer
+from zoo.models.base import (
+    DEFAULT_NUM_CLASSES,
+    ZooModel,
+    check_positive_int,
+    check_widths,
+    layer_ints,
+    per_layer,
+)
 from zoo.registry import register_model
 
 POOLS = (None, "max", "stitch")

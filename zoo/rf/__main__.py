@@ -28,7 +28,8 @@ def compare(path: str, samples: int, inits: int, json_path: str | None) -> None:
             rows.append({"model": name, "weights": weights, "theoretical": erf.theoretical[0],
                          "radius95": erf.radius, "ratio": round(erf.ratio, 3)})  # fmt: skip
             print(
-                f"{name:28s} {weights:8s} RF {erf.theoretical[0]:4d}  r95 {erf.radius:6.1f}  ratio {erf.ratio:.2f}"
+                f"{name:28s} {weights:8s} RF {erf.theoretical[0]:4d}  r95 {erf.radius:6.1f}  ratio "
+                f"{erf.ratio:.2f}"
             )
     save_erf_figure(path, fields)
     print(f"wrote {path}")

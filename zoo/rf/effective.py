@@ -55,7 +55,8 @@ class EffectiveReceptiveField:
             f"effective receptive field ({self.weights} weights, {self.samples} inputs"
             + (f" x {self.inits} initialisations" if self.weights == "random" else "")
             + f"): {self.mass:.0%} of the gradient within radius {self.radius:.1f} px, rms radius "
-            f"{self.sigma:.1f}; theoretical field {side}; ratio {self.ratio:.2f} (1 = the whole field used evenly)"
+            f"{self.sigma:.1f}; theoretical field {side}; ratio {self.ratio:.2f} (1 = the whole field "
+            "used evenly)"
         )
 
 

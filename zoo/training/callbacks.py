@@ -24,10 +24,10 @@ class MagnitudePruning(ModelPruning):
     """L1 magnitude pruning of every convolution weight to a target sparsity.
 
     When epoch `start_epoch` begins, the smallest `amount` fraction of all convolution weights
-    (ranked together across layers, or with `per_layer` within each layer) is zeroed and masked; training goes on with the mask, so
-    pruned weights stay zero, and that epoch's validation and checkpoints already see the pruned
-    model. Checkpoints hold plain, already-zeroed weights; after a resume the mask is rebuilt when
-    the next epoch begins. `amount=0` turns pruning off.
+    (ranked together across layers, or with `per_layer` within each layer) is zeroed and masked;
+    training goes on with the mask, so pruned weights stay zero, and that epoch's validation and
+    checkpoints already see the pruned model. Checkpoints hold plain, already-zeroed weights; after
+    a resume the mask is rebuilt when the next epoch begins. `amount=0` turns pruning off.
 
     Args:
         amount: target fraction of convolution weights set to zero, in [0, 1).
@@ -177,10 +177,18 @@ class RunReport(pl.Callback):
                 versions[int(number)] = d / "metrics.csv"
         return [versions[v] for v in sorted(versions)]
 
-    def write_figure(self, path: Path, trainer: pl.Trainer, pl_module: pl.LightningModule, curves: dict) -> Path:
+    def write_figure(
+        self, path: Path, trainer: pl.Trainer, pl_module: pl.LightningModule, curves: dict
+    ) -> Path:
         images, labels = trainer.datamodule.report_samples(self.images)
-        predictions = [predict(pl_module.model, image, backend="torch") for image in images]  # a one-off: no export
+        predictions = [
+            predict(pl_module.model, image, backend="torch") for image in images
+        ]  # a one-off: no export
         scores = pl_module.test_scores
-        score = f"digit mIoU {scores['digit_miou']:.3f}" if "digit_miou" in scores else f"mIoU {scores['miou']:.3f}"
+        score = (
+            f"digit mIoU {scores['digit_miou']:.3f}"
+            if "digit_miou" in scores
+            else f"mIoU {scores['miou']:.3f}"
+        )
         title = f"{pl_module.hparams.arch}: test {score}"
         return save_training_report(path, curves, images, labels, predictions, title)

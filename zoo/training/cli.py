@@ -16,11 +16,11 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from zoo.training.callbacks import MagnitudePruning, RunReport
 from zoo.checkpoint import read_checkpoint, upgrade_hyperparameters
 from zoo.cpu import has_bf16, keep_freed_memory
-from zoo.training.datamodules import M2NISTDataModule, SegmentationData
 from zoo.data.folder import FolderDataError
+from zoo.training.callbacks import MagnitudePruning, RunReport
+from zoo.training.datamodules import M2NISTDataModule, SegmentationData
 from zoo.training.module import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, NonFiniteLossError, SegmentationModule
 
 RUNS = Path("checkpoints") / "runs"
@@ -57,7 +57,9 @@ class ZooCLI(LightningCLI):
         )
         parser.add_lightning_class_args(MagnitudePruning, "pruning")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER, "model.lr_scheduler": DEFAULT_SCHEDULER})
-        if self.subclass_mode_data:  # M2NIST unless --data names another module (configs may give its arguments alone)
+        if (
+            self.subclass_mode_data
+        ):  # M2NIST unless --data names another module (configs may give its arguments alone)
             parser.set_defaults({"data": {"class_path": f"{M2NISTDataModule.__module__}.M2NISTDataModule"}})
         for name in DATA_LINKS:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
@@ -67,7 +69,9 @@ class ZooCLI(LightningCLI):
         # optimizer as strings, which today's options reject: apply them in today's spelling
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
-        legacy = upgrade_hyperparameters(read_checkpoint(Path(path))) if path and Path(path).is_file() else None
+        legacy = (
+            upgrade_hyperparameters(read_checkpoint(Path(path))) if path and Path(path).is_file() else None
+        )
         if legacy is None:
             return super()._parse_ckpt_path()
         self.config = self.parser.parse_object({sub: {"model": legacy}}, self.config)
@@ -130,7 +134,10 @@ class ZooCLI(LightningCLI):
         # then the weights the fit ended with are tested, and results.json says so
         on_disk = bool(best) and Path(best).is_file()
         if not on_disk:
-            print(f"note: the best checkpoint on record ({best or 'none'}) is not on disk: testing the fit's final weights")
+            print(
+                f"note: the best checkpoint on record ({best or 'none'}) is not on disk: testing the "
+                "fit's final weights"
+            )
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if on_disk else None)
 
 

@@ -222,7 +222,6 @@ class M2NISTDataModule(SegmentationData):
     def train_seed(self) -> int:
         return self.hparams.seed if self.hparams.train_seed is None else self.hparams.train_seed
 
-
     def class_pixel_counts(self) -> list[int]:
         self.setup()
         return np.bincount(self.splits["train"][1].reshape(-1), minlength=NUM_CLASSES).tolist()
@@ -311,7 +310,8 @@ class FolderSegmentation(SegmentationData):
         self.scan = scan_folder(self.pairs, layout, mask_values, ignore_index, classes, palette)
         if crop_size is None and len(set(self.scan.sizes["train"])) > 1:
             raise ValueError(
-                f"the training images come in {len(set(self.scan.sizes['train']))} sizes: give --data.crop_size "
+                f"the training images come in {len(set(self.scan.sizes['train']))} sizes: give "
+                "--data.crop_size "
                 "to train on crops of one size"
             )
         self.num_classes, self.in_channels = self.scan.num_classes, self.scan.in_channels

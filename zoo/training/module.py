@@ -55,7 +55,9 @@ class OneCycle(OneCycleLR):
     `total_steps` left unset runs it over the whole fit (`build_scheduler` fills it in).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int | None = None, pct_start: float = 0.15) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, total_steps: int | None = None, pct_start: float = 0.15
+    ) -> None:
         peaks = [group["lr"] for group in optimizer.param_groups]
         super().__init__(optimizer, max_lr=peaks, total_steps=total_steps, pct_start=pct_start)
 
@@ -159,7 +161,7 @@ class SegmentationModule(pl.LightningModule):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, weights_only: bool = True, **kwargs):
-        """Lightning's loader, with weights_only=True always; checkpoints of zoo 0.1's string options load too.
+        """Lightning's loader, with weights_only=True always; zoo 0.1's checkpoints (string options) load too.
 
         Those recorded `optimizer="adamw"`, `lr`, `weight_decay` and `schedule`; they are
         rebuilt as today's arguments (`zoo.checkpoint.upgrade_hyperparameters`).
@@ -229,14 +231,21 @@ class SegmentationModule(pl.LightningModule):
             self.trainer.save_checkpoint(kept)
         callback = self.trainer.checkpoint_callback
         last = (callback.last_model_path or None) if callback is not None else None
-        record = {"reason": f"training loss is {loss}", **where, "weights": str(kept) if kept else None, "last": last}
+        record = {
+            "reason": f"training loss is {loss}",
+            **where,
+            "weights": str(kept) if kept else None,
+            "last": last,
+        }
         if self.trainer.is_global_zero:
             root.mkdir(parents=True, exist_ok=True)
             (root / "stopped.json").write_text(json.dumps(record, indent=2) + "\n")
         kept_text = f"the weights before it are in {kept}" if kept else "the weights are no longer finite"
         return NonFiniteLossError(
-            f"training loss is {loss} at epoch {where['epoch']}, step {where['step']}; stopping: {kept_text}, "
-            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower learning rate."
+            f"training loss is {loss} at epoch {where['epoch']}, step {where['step']}; stopping: "
+            f"{kept_text}, "
+            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower "
+            "learning rate."
         )
 
     def _eval_step(self, batch, metrics: SegmentationMetrics, prefix: str) -> None:
@@ -271,7 +280,8 @@ class SegmentationModule(pl.LightningModule):
         self.test_scores = {k: v.tolist() for k, v in scores.items()}
         self.test_scores["classes"] = [str(n) for n in self.class_names]
         if self.trainer.is_global_zero:
-            print(f"\ntest split, {self.hparams.arch}:\n{format_table(scores, [str(n) for n in self.class_names])}")
+            table = format_table(scores, [str(n) for n in self.class_names])
+            print(f"\ntest split, {self.hparams.arch}:\n{table}")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
