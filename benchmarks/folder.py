@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -146,6 +144,8 @@ def loader_speed(split_file: Path, workers: int, crop: int, batch: int, batches:
 
 
 def main() -> None:
+    from machine import describe  # benchmarks/machine.py, beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--epochs", type=int, default=15)
@@ -204,7 +204,7 @@ def main() -> None:
     loader = {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
     result = {
         "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores",
+        "machine": describe(),
         "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch,
                    "crop": args.crop,
                    "steps": args.epochs * -(-args.crops // args.batch),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -134,6 +133,8 @@ def run_modes(name: str, reps: int) -> list[dict]:
 
 
 def main() -> None:
+    from machine import describe  # benchmarks/machine.py, beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(FULL_RESOLUTION))
     parser.add_argument("--reps", type=int, default=5)
@@ -141,7 +142,6 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "predict.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from zoo.cpu import has_bf16
 
     # no zoo.cpu.keep_freed_memory() here: memory freed by one call goes back to the OS, so the
     # next call's peak growth is its own (the ratios compare modes under the same setting)
@@ -154,7 +154,7 @@ def main() -> None:
     big = {"size": args.big, "tile": 512, **json.loads(done.stdout.strip().splitlines()[-1])}
     result = {
         "command": "python benchmarks/predict.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, bf16 instructions: {has_bf16()}",
+        "machine": describe(),
         "reps": args.reps,
         "rows": rows,
         "tiled_large_image": big,
@@ -164,16 +164,23 @@ def main() -> None:
 
 
 def format_table(result: dict) -> str:
-    """The docs' table from the JSON."""
+    """The docs' table from the JSON: onnxruntime fp32's images/s, each other mode as a ratio to it."""
+    modes = [m for m in MODES if m != "onnxruntime fp32"]
     lines = [
-        "| model | input | mode | images/s | x onnxruntime fp32 | first call s | peak growth MB | labels "
-        "= onnxruntime's |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
+        "| model | input | onnxruntime fp32 img/s | " + " | ".join(modes) + " | first call s: "
+        + " / ".join(MODES) + " | fewest labels equal to onnxruntime's |",
+        "|---|---|---:|" + "---:|" * len(modes) + "---:|---:|",
+    ]  # fmt: skip
+    cells = {(r["model"], r["case"], r["mode"]): r for r in result["rows"]}
+    for model, case in dict.fromkeys((r["model"], r["case"]) for r in result["rows"]):
+        row = {m: cells.get((model, case, m)) for m in MODES}
+        base, ratios = row["onnxruntime fp32"], [row[m] for m in modes]
+        firsts = " / ".join(str(r["first_call_s"]) if r else "" for r in row.values())
+        agree = min(r["agree"] for r in row.values() if r)
         lines.append(
-            f"| `{r['model']}` | {r['case']} | {r['mode']} | {r['images_per_s']} | {r['vs_onnxruntime']} | "
-            f"{r['first_call_s']} | {r.get('peak_growth_mb', '')} | {r['agree']:.4%} |"
+            f"| `{model}` | {case} | {base['images_per_s'] if base else ''} | "
+            + " | ".join(f"{r['vs_onnxruntime']}x" if r else "" for r in ratios)
+            + f" | {firsts} | {agree:.4%} |"
         )
     big = result["tiled_large_image"]
     lines.append(

@@ -288,6 +288,8 @@ def speedups(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from machine import cpu_model  # benchmarks/machine.py, beside this script
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=["*"], help="fnmatch patterns (default: all)")
     parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(markdown(new, peaks).splitlines()[2:]), flush=True)
     machine = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "threads": torch.get_num_threads(),
         "cpu_bf16_instructions": has_bf16(),
         "torch": torch.__version__,

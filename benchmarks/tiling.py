@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -106,6 +105,8 @@ def markdown(latencies: list[dict], rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from machine import describe  # benchmarks/machine.py, beside this script
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print(markdown(latencies, rows))
     if args.json:
-        machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+        machine = describe()
         args.json.write_text(
             json.dumps({"machine": machine, "latency": latencies, "rows": rows}, indent=2) + "\n"
         )

@@ -1,4 +1,4 @@
-"""The README as a newcomer meets it: short, every Python block runs as written, every link resolves."""
+"""README and docs as a newcomer meets them: short, Python blocks run, links resolve, tables generated."""
 
 import contextlib
 import io
@@ -40,3 +40,15 @@ def test_every_relative_link_resolves(page):
         if "://" in target:
             continue
         assert ((ROOT / page).parent / target).exists(), f"{page}: {target}"
+
+
+def test_the_benchmark_tables_in_the_docs_are_the_ones_their_json_draws():
+    from helpers import load_tool
+
+    tables = load_tool("benchmark_tables")
+    documented = {}
+    for page in tables.pages():
+        documented.update(tables.documented_blocks(page.read_text()))
+    assert sorted(documented) == sorted(tables.TABLES)  # every JSON's table is on a page, once
+    for path, text in documented.items():
+        assert text == tables.block(path), f"{path}: run python tools/benchmark_tables.py --write"

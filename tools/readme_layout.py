@@ -31,7 +31,8 @@ OUTSIDE = (  # the rest of the repository, in the order a newcomer meets it
     ("examples/", "segment.py: a PNG in, a coloured label PNG out"),
     (
         "benchmarks/",
-        "run.py (speed, memory, FLOP use), profile_step.py, shift_stitch.py, tiling.py, data.py, compare.py",
+        "run.py (speed, memory, FLOP use), predict.py, folder.py, tiling.py, profile_step.py, "
+        "shift_stitch.py, data.py, compare.py; machine.py; each writes a JSON",
     ),
     (
         "docs/",
@@ -39,8 +40,8 @@ OUTSIDE = (  # the rest of the repository, in the order a newcomer meets it
     ),
     (
         "tools/",
-        "summary.py (model table), concentration.py, identity_errors.py, glyph_classifier.py, "
-        "train_pretrained.sh, readme_layout.py, mutate.py, smoke.py",
+        "summary.py (model table), benchmark_tables.py, readme_layout.py, concentration.py, "
+        "identity_errors.py, glyph_classifier.py, train_pretrained.sh, mutate.py, smoke.py",
     ),
     ("tests/", "the suite; helpers.py, data/ (a zoo 0.1 checkpoint), README.md (the mutations tried)"),
 )
