@@ -35,7 +35,7 @@ def create_model(
         pretrained: load the weights shipped with the package (see `list_models(pretrained=True)`);
             the model is built with the keyword arguments recorded in their model card.
         dtype: torch.bfloat16 for a bf16 model (weights, statistics and activations; on a CPU
-            with bf16 instructions 1.2-2.2x faster inference in benchmarks/run.py; `zoo.predict(...,
+            with bf16 instructions, faster inference: docs/benchmarks.md; `zoo.predict(...,
             dtype=torch.bfloat16)` gets the same speed with fp32 weights); None keeps fp32.
         **kwargs: family arguments (in_channels, num_classes, head, widths, dilations, ...).
     """

@@ -57,8 +57,8 @@ def keep_freed_memory() -> bool:
     Every CPU forward (and training step) allocates and frees the same activation-sized buffers;
     by default glibc unmaps large blocks on free (its threshold stops growing at 32 MB, and
     activations are that big at batch 32), so every call page-faults them back in, zero-filled.
-    Keeping them measured up to 25% more training and inference throughput here
-    (benchmarks/profile_step.py counts the faults); the cost is that the process keeps its peak
+    Keeping them makes training and inference faster (benchmarks/profile_step.py counts the
+    faults; docs/notes/2026-12-07-kernel-choices.md); the cost is that the process keeps its peak
     memory, as PyTorch's CUDA caching allocator does. A process-wide setting, so nothing applies
     it behind your back: `train.py` and the benchmarks call it once at start; an application
     that wants the speed calls it once too. `ZOO_KEEP_FREED_MEMORY=0` turns it off.
@@ -287,8 +287,8 @@ def max_pool_stride1(x: torch.Tensor, k: int) -> torch.Tensor:
     """k x k max pooling at stride 1 (no padding), as `F.max_pool2d(x, k, stride=1)` computes it.
 
     For eager inference: running maxima over shifted views, rows then columns; the same values,
-    and about 10x faster than PyTorch 2.13's CPU max_pool2d on the large-batch small maps that
-    space-to-batch makes (benchmarks/shift_stitch.py). With autograd, max pooling keeps its
+    and much faster than PyTorch 2.13's CPU max_pool2d on the large-batch small maps that
+    space-to-batch makes (docs/notes/2026-12-07-kernel-choices.md). With autograd, max pooling keeps its
     switches (one winner per window; torch.maximum would split the gradient between ties), and
     traced graphs and exports keep one MaxPool node.
     """

@@ -14,18 +14,15 @@ class BoxMean(nn.AvgPool2d):
     for the receptive-field tracer), computed as window sums by two depthwise convolutions with a
     k x 1 and a 1 x k kernel of ones, multiplied by the reciprocal of each window's pixel count:
     k + k reads per pixel instead of k * k. Faster than PyTorch 2.13's CPU average pooling, whose
-    bf16 backward is slow (32x48x64x84 channels_last, a 29x29 window, measured ad hoc: forward
-    9.5 ms against 20 in fp32, 11 against 18 in bf16; forward + backward 28 against 54 in fp32,
-    32 against 101 in bf16); a cumulative-sum version was slower than either.
+    bf16 backward is slow; a cumulative-sum version was slower than either (the measurements:
+    docs/notes/2026-12-07-kernel-choices.md).
 
     The sums run in fp32 (fp64 for fp64 input) and come back in the input's dtype, except for
     bf16 input, which sums in bf16 tensors: oneDNN still accumulates each window in fp32, but
     rounds the row sums, the window sums, the reciprocal counts and the product to bf16 (under
-    1.6% of the value in all), and no fp32 copy of the input or of its gradient is made.
-    `vgg4_dilated_context` ran 1.85x its fp32 speed in bf16 inference with them (1.64x with fp32
-    sums) and about 9% faster bf16 training steps (same-turn A/B, ad hoc); its bf16 gradients
-    differ from fp32's as much as with fp32 sums (1-7% per tensor either way), and its bf16 and
-    fp32 training runs reach the same test accuracy (docs/notes/2026-12-06-bf16-against-fp32.md).
+    1.6% of the value in all), and no fp32 copy of the input or of its gradient is made: faster in
+    bf16, with gradients as close to fp32's as fp32 sums give, and the same test accuracy
+    (docs/notes/2026-12-07-kernel-choices.md, docs/notes/2026-12-06-bf16-against-fp32.md).
     """
 
     def __init__(self, kernel_size: int) -> None:

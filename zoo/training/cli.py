@@ -34,8 +34,7 @@ def default_precision(accelerator: str = "auto") -> str:
     """Mixed precision where the hardware runs it natively, else fp32.
 
     GPU: bf16 autocast, fp16 on GPUs without bf16. CPU: bf16 autocast where the processor has
-    bf16 instructions (1.5-2x faster training steps for the full-resolution models here,
-    benchmarks/run.py), fp32 where it would be emulated.
+    bf16 instructions (faster training steps: docs/benchmarks.md), fp32 where it would be emulated.
     Weights, batch-norm statistics and the loss stay fp32 under autocast.
     """
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
