@@ -1,14 +1,15 @@
 """`zoo.predict` on each backend against onnxruntime: `python benchmarks/predict.py [--models ...]`.
 
 For each full-resolution model with shipped weights: PyTorch's fused path (fp32 and bf16),
-`torch.compile` (fp32, dynamic shapes) and onnxruntime (fp32, the zoo's own exported graph), all
+`torch.compile` (fp32 and bf16, dynamic shapes) and onnxruntime (fp32, the zoo's own exported graph), all
 through `zoo.predict(..., backend=...)` on uint8 images, at 64x84 batch 32, 512x512 batch 1 and
 2048x2048 in tiles of 512. In one process the modes take turns, repetition by repetition; each
 figure is the median images/s and its ratio to onnxruntime fp32's median from the same turns.
 First-call latency: the first call on a fresh model (building the compiled graph or the ONNX
-session included); peak memory growth: of one later call, from `VmHWM` reset through
-/proc/self/clear_refs. Then vgg4_dilated on an 8192x8192 image in tiles of 512, in a child process:
-peak memory growth (`VmHWM`) and whether its labels equal the whole-image labels on a crop.
+session included). Peak memory growth: each mode alone in a child process, of one call after the
+first, from `VmHWM` reset through /proc/self/clear_refs. Then vgg4_dilated on an 8192x8192
+image in tiles of 512, in a child process: peak memory growth (`VmHWM`) and whether its labels
+equal the whole-image labels on a crop.
 Written as a table and to JSON (`--json`).
 """
 
@@ -28,6 +29,7 @@ MODES = {
     "torch fp32": {"backend": "torch"},
     "torch bf16": {"backend": "torch", "bf16": True},
     "compile fp32": {"backend": "compile"},
+    "compile bf16": {"backend": "compile", "bf16": True},
 }
 CASES = {
     "64x84 x32": (32, 64, 84, None),
@@ -65,20 +67,44 @@ print(json.dumps({"peak_growth_mb": growth, "labels_dtype": str(labels.dtype), "
 """
 
 
-def _status_mb(key: str) -> float:
+# One mode alone in a fresh process: the first call builds the backend, the second is measured
+# from a reset high-water mark, so the figure is that call's own (no other mode's buffers, no
+# allocator cache: freed memory goes back to the OS, as glibc does by default).
+MODE_MEMORY = r"""
+import json, sys
+import numpy as np, torch
+import zoo
+
+def status_mb(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
-    return float("nan")
+
+name, backend, bf16 = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+batch, h, w, tile = (int(v) for v in sys.argv[4:8])
+images = np.random.default_rng(0).integers(0, 256, (batch, h, w), dtype=np.uint8)
+model = zoo.create_model(name, pretrained=True).eval()
+call = lambda: zoo.predict(model, images, tile=tile or None, backend=backend,
+                           dtype=torch.bfloat16 if bf16 else None)
+call()  # builds the backend
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # peak RSS := current RSS (Linux 4.0+)
+base = status_mb("VmRSS")
+call()
+print(json.dumps({"peak_growth_mb": status_mb("VmHWM") - base}))
+"""
 
 
-def peak_growth_mb(call) -> float:
-    """Peak resident memory growth of one call: VmHWM reset (/proc/self/clear_refs), then read."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # peak RSS := current RSS (Linux 4.0+)
-    base = _status_mb("VmRSS")
-    call()
-    return _status_mb("VmHWM") - base
+def mode_peak_growth_mb(name: str, case: str, mode: str) -> float:
+    """Peak resident memory growth of one `zoo.predict` call in `mode`, alone in a child process."""
+    spec, (batch, h, w, tile) = MODES[mode], CASES[case]
+    args = [name, spec["backend"], "1" if spec.get("bf16") else "0", batch, h, w, tile or 0]
+    done = subprocess.run(
+        [sys.executable, "-c", MODE_MEMORY, *map(str, args)], cwd=ROOT, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} {case} {mode}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_growth_mb"]
 
 
 def run_modes(name: str, reps: int) -> list[dict]:
@@ -120,7 +146,7 @@ def run_modes(name: str, reps: int) -> list[dict]:
                 times[mode].append(time.perf_counter() - start)
         ort = statistics.median(times["onnxruntime fp32"])
         for row in rows[-len(MODES) :]:
-            row["peak_growth_mb"] = round(peak_growth_mb(models[row["mode"]]), 1)
+            row["peak_growth_mb"] = round(mode_peak_growth_mb(name, case, row["mode"]), 1)
             seconds = statistics.median(times[row["mode"]])
             row["images_per_s"] = round(batch / seconds, 2)
             row["vs_onnxruntime"] = round(ort / seconds, 2)
@@ -168,19 +194,22 @@ def format_table(result: dict) -> str:
     modes = [m for m in MODES if m != "onnxruntime fp32"]
     lines = [
         "| model | input | onnxruntime fp32 img/s | " + " | ".join(modes) + " | first call s: "
-        + " / ".join(MODES) + " | fewest labels equal to onnxruntime's |",
-        "|---|---|---:|" + "---:|" * len(modes) + "---:|---:|",
+        + " / ".join(MODES) + " | peak growth MB, same order | fewest labels equal to onnxruntime's |",
+        "|---|---|---:|" + "---:|" * len(modes) + "---:|---:|---:|",
     ]  # fmt: skip
     cells = {(r["model"], r["case"], r["mode"]): r for r in result["rows"]}
     for model, case in dict.fromkeys((r["model"], r["case"]) for r in result["rows"]):
         row = {m: cells.get((model, case, m)) for m in MODES}
         base, ratios = row["onnxruntime fp32"], [row[m] for m in modes]
         firsts = " / ".join(str(r["first_call_s"]) if r else "" for r in row.values())
+        peaks = " / ".join(
+            f"{r['peak_growth_mb']:.0f}" if r and "peak_growth_mb" in r else "" for r in row.values()
+        )
         agree = min(r["agree"] for r in row.values() if r)
         lines.append(
             f"| `{model}` | {case} | {base['images_per_s'] if base else ''} | "
             + " | ".join(f"{r['vs_onnxruntime']}x" if r else "" for r in ratios)
-            + f" | {firsts} | {agree:.4%} |"
+            + f" | {firsts} | {peaks} | {agree:.4%} |"
         )
     big = result["tiled_large_image"]
     lines.append(
