@@ -40,11 +40,12 @@ PEER = "unet"
 
 
 def train_command(
-    name: str, run_dir: Path, split_file: Path, epochs: int, crops: int, batch: int, crop: int
+    name: str, run_dir: Path, split_file: Path, epochs: int, crops: int, batch: int, crop: int, seed: int = 0
 ) -> list[str]:
     """The train.py arguments of one model's run (the same recipe for every model)."""
     return [
         "fit",
+        "--seed_everything", str(seed),
         "--data", "FolderSegmentation",
         "--data.root", str(DATA),
         "--data.mask_values", "[0, 255]",
@@ -61,13 +62,13 @@ def train_command(
     ]  # fmt: skip
 
 
-def train(name: str, out: Path, split_file: Path, args) -> dict:
+def train(name: str, out: Path, split_file: Path, args, seed: int = 0) -> dict:
     """Fit and test one model through train.py in a child process; its results.json."""
-    run_dir = out / name
+    run_dir = out / (name if seed == 0 else f"{name}_seed{seed}")
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
-        *train_command(name, run_dir, split_file, args.epochs, args.crops, args.batch, args.crop),
+        *train_command(name, run_dir, split_file, args.epochs, args.crops, args.batch, args.crop, seed),
     ]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -153,7 +154,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train each model once per seed")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="no speed and memory figures")
     parser.add_argument("--out", default=None, help="run folders (default: a temporary one)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "folder.json"))
     args = parser.parse_args()
@@ -170,20 +173,30 @@ def main() -> None:
     for name in args.models:
         row = {"model": name, "parameters": count_parameters(create_model(name, num_classes=2))}
         if not args.skip_train:
-            r = train(name, out, split_file, args)
-            iou = r["test"]["iou"]
+            runs = [train(name, out, split_file, args, seed) for seed in args.seeds]
+            ious = [r["test"]["iou"][0] for r in runs]
+            iou = statistics.mean(ious)
             row.update(
-                membrane_iou=round(iou[0], 4),
-                membrane_f1=round(2 * iou[0] / (1 + iou[0]), 4),
-                miou=round(r["test"]["miou"], 4),
-                pixel_acc=round(r["test"]["pixel_acc"], 4),
-                fit_seconds=r["fit_seconds"],
-                precision=r["precision"],
+                membrane_iou=round(iou, 4),
+                membrane_f1=round(statistics.mean(2 * i / (1 + i) for i in ious), 4),
+                miou=round(statistics.mean(r["test"]["miou"] for r in runs), 4),
+                pixel_acc=round(statistics.mean(r["test"]["pixel_acc"] for r in runs), 4),
+                fit_seconds=round(statistics.median(r["fit_seconds"] for r in runs), 1),
+                precision=runs[0]["precision"],
             )
-            print(f"{name}: membrane IoU {row['membrane_iou']}, fit {row['fit_seconds']} s", flush=True)
+            if len(args.seeds) > 1:  # the mean above, each seed's score here
+                row["membrane_iou_per_seed"] = {str(s): round(i, 4) for s, i in zip(args.seeds, ious)}
+            print(
+                f"{name}: membrane IoU {row['membrane_iou']} (seeds {ious}), fit {row['fit_seconds']} s",
+                flush=True,
+            )
         rows.append(row)
     # speed and memory: the modes take turns model by model, repetition by repetition
-    cases = [("train", 512, None), ("infer", 512, None), ("infer", 2048, None), ("infer", 2048, 512)]
+    cases = (
+        []
+        if args.skip_speed
+        else [("train", 512, None), ("infer", 512, None), ("infer", 2048, None), ("infer", 2048, 512)]
+    )
     for case in cases:
         key = f"{case[0]}_{case[1]}" + ("_tiled" if case[2] else "")
         samples = {name: [] for name in args.models}
@@ -196,17 +209,21 @@ def main() -> None:
             row[f"{key}_peak_mb"] = round(statistics.median(m["peak_growth_mb"] for m in s), 1)
         print(f"measured {key}", flush=True)
     peer = next((r for r in rows if r["model"] == PEER), None)
-    if peer is not None:
+    if peer is not None and cases:
         for row in rows:
             row["train_step_time_vs_unet"] = round(
                 peer["train_512_images_per_s"] / row["train_512_images_per_s"], 2
             )
-    loader = {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
+    loader = (
+        {}
+        if args.skip_speed
+        else {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
+    )
     result = {
         "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),
         "machine": describe(),
         "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch,
-                   "crop": args.crop,
+                   "crop": args.crop, "seeds": args.seeds,
                    "steps": args.epochs * -(-args.crops // args.batch),
                    "train.py": "python train.py " + " ".join(train_command(
                        "MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop))},
@@ -219,28 +236,37 @@ def main() -> None:
 
 
 def format_table(result: dict) -> str:
-    """The table of docs/benchmarks.md from the JSON."""
-    lines = [
-        "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s | train 512 img/s "
-        "(x unet time) | train peak MB | infer 512 img/s | infer 2048 img/s whole / tiled "
-        "| infer 2048 peak MB whole / tiled |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| `{r['model']}` | {r['parameters']:,} | {r.get('membrane_iou', '')} | "
-            f"{r.get('membrane_f1', '')} | "
-            f"{r.get('miou', '')} | {r.get('pixel_acc', '')} | {r.get('fit_seconds', '')} | "
-            f"{r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | "
-            f"{r['train_512_peak_mb']:.0f} | "
-            f"{r['infer_512_images_per_s']:.2f} | {r['infer_2048_images_per_s']:.3f} / "
-            f"{r['infer_2048_tiled_images_per_s']:.3f} | "
-            f"{r['infer_2048_peak_mb']:.0f} / {r['infer_2048_tiled_peak_mb']:.0f} |"
+    """The table of docs/benchmarks.md from the JSON (speed columns where the run measured them)."""
+    speed = all("train_512_images_per_s" in r for r in result["rows"])
+    head = "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s |"
+    if speed:
+        head += (
+            " train 512 img/s (x unet time) | train peak MB | infer 512 img/s "
+            "| infer 2048 img/s whole / tiled | infer 2048 peak MB whole / tiled |"
         )
-    loader = result["loader_crops_per_s"]
-    lines.append(
-        f"\nData loader: {loader['workers_0']} crops/s with 0 workers, {loader['workers_2']} with 2."
-    )
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
+    for r in result["rows"]:
+        seeds = r.get("membrane_iou_per_seed")
+        iou = f"{r.get('membrane_iou', '')}" + (f" ({', '.join(map(str, seeds.values()))})" if seeds else "")
+        line = (
+            f"| `{r['model']}` | {r['parameters']:,} | {iou} | {r.get('membrane_f1', '')} | "
+            f"{r.get('miou', '')} | {r.get('pixel_acc', '')} | {r.get('fit_seconds', '')} |"
+        )
+        if speed:
+            line += (
+                f" {r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | "
+                f"{r['train_512_peak_mb']:.0f} | {r['infer_512_images_per_s']:.2f} | "
+                f"{r['infer_2048_images_per_s']:.3f} / {r['infer_2048_tiled_images_per_s']:.3f} | "
+                f"{r['infer_2048_peak_mb']:.0f} / {r['infer_2048_tiled_peak_mb']:.0f} |"
+            )
+        lines.append(line)
+    loader = result.get("loader_crops_per_s")
+    if loader:
+        lines.append(
+            f"\nData loader: {loader['workers_0']} crops/s with 0 workers, {loader['workers_2']} with 2."
+        )
+    if len(result["recipe"].get("seeds", [0])) > 1:
+        lines.append(f"\nMeans over seeds {result['recipe']['seeds']}; each seed's membrane IoU in brackets.")
     return "\n".join(lines)
 
 

@@ -19,13 +19,11 @@ def load_harness():
     return module
 
 
-@pytest.mark.slow  # about 5.5 s with its bf16 rows; the fp32 harness runs every time (next test)
-def test_harness_smoke(tmp_path, capsys):
-    bench = load_harness()
-    out = tmp_path / "bench.json"
-    args = [
+def quick_args(model: str) -> list[str]:
+    """One model at 64x84 on the CPU, one repetition, no warm-up: the harness's smallest run."""
+    return [
         "--models",
-        "vgg4_dilated",
+        model,
         "--sizes",
         "64x84",
         "--devices",
@@ -36,6 +34,13 @@ def test_harness_smoke(tmp_path, capsys):
         "1",
         "--quick",
     ]
+
+
+@pytest.mark.slow  # about 5.5 s with its bf16 rows; the fp32 harness runs every time (next test)
+def test_harness_smoke(tmp_path, capsys):
+    bench = load_harness()
+    out = tmp_path / "bench.json"
+    args = quick_args("vgg4_dilated")
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     rows = data["rows"]
@@ -68,19 +73,7 @@ def test_harness_skips_bf16_rows_without_bf16_instructions(tmp_path, capsys, mon
     bench = load_harness()
     monkeypatch.setattr(bench, "has_bf16", lambda: False)
     out = tmp_path / "bench.json"
-    args = [
-        "--models",
-        "vgg4_strided",
-        "--sizes",
-        "64x84",
-        "--devices",
-        "cpu",
-        "--warmup",
-        "0",
-        "--reps",
-        "1",
-        "--quick",
-    ]
+    args = quick_args("vgg4_strided")
     assert bench.main([*args, "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r.get("bf16", False) for r in data["rows"]] == [False]
