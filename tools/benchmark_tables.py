@@ -68,6 +68,7 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/predict_more.json": (predict_table, None),
     "benchmarks/folder.json": (folder_table, None),
     "benchmarks/folder_vgg4.json": (folder_table, None),
+    "benchmarks/folder_seeds.json": (folder_table, None),
 }
 
 
