@@ -65,7 +65,6 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     ),
     "benchmarks/tiling.json": (tiling_tables, "python benchmarks/tiling.py --json benchmarks/tiling.json"),
     "benchmarks/predict.json": (predict_table, None),
-    "benchmarks/predict_more.json": (predict_table, None),
     "benchmarks/folder.json": (folder_table, None),
     "benchmarks/folder_vgg4.json": (folder_table, None),
     "benchmarks/folder_seeds.json": (folder_table, None),
