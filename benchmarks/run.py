@@ -264,12 +264,10 @@ def markdown(rows: list[dict], peaks: dict) -> str:
         i, t = r["inference"], r["training"]
         lines.append(
             f"| `{r['model']}` | {r['size']} x{r['batch']} | {mode} | {r['parameters']:,} | "
-            f"{r['macs_per_image'] / 1e6:.1f} "
-            f"| {fmt(i['images_per_s'])} ({fmt(i['min'])}-{fmt(i['max'])}) | "
+            f"{r['macs_per_image'] / 1e6:.1f} | {fmt(i['images_per_s'])} ({fmt(i['min'])}-{fmt(i['max'])}) | "
             f"{100 * r['inference_flops'] / peak:.0f}% "
             f"| {fmt(t['images_per_s'])} ({fmt(t['min'])}-{fmt(t['max'])}) | "
-            f"{100 * r['training_flops'] / peak:.0f}% "
-            f"| {r['saved_activations_mb']} |"
+            f"{100 * r['training_flops'] / peak:.0f}% | {r['saved_activations_mb']} |"
         )
     return "\n".join(lines)
 

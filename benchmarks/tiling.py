@@ -98,8 +98,7 @@ def markdown(latencies: list[dict], rows: list[dict]) -> str:
         how = f"tiles of {r['tile']}" if r["tile"] else "whole"
         lines.append(
             f"| `{r['model']}` | {r['size']}x{r['size']} | {how} | {r['seconds']:.3f} | "
-            f"{r['megapixels_per_s']:.2f} "
-            f"| {r['peak_growth_mb']:,.0f} MB |"
+            f"{r['megapixels_per_s']:.2f} | {r['peak_growth_mb']:,.0f} MB |"
         )
     return "\n".join(lines)
 

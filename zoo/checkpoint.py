@@ -220,8 +220,9 @@ def export(
         keep = ("command", "epochs", "fit_seconds", "precision", "test")
         card["training"]["shared_recipe"] = {
             **{k: shared.get(k) for k in keep},
-            "note": "the shared comparison recipe's run of this model; the model table's 'shared recipe' "
-            "column",
+            "note": (
+                "the shared comparison recipe's run of this model; the model table's 'shared recipe' column"
+            ),
         }
     hp = obj["hyper_parameters"]
     if hp.get("class_names") is not None:  # trained on one's own data: what an application needs to know

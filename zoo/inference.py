@@ -94,12 +94,10 @@ def tile_plan(model: nn.Module, height: int, width: int, overlap: int | None = N
             align,
             False,
             f"{type(model).__name__} computes logits at 1/{max(out_stride)} of the input and resizes "
-            "them to the "
-            f"input's size; a tile's resize matches the whole image's only when height and width are "
-            f"multiples of {max(out_stride)}, and {height}x{width} is not, so each tile is resized on "
-            "its own "
-            f"(labels can differ near tile seams); pad the image to a multiple of {max(out_stride)} for "
-            "exact tiles",
+            "them to the input's size; a tile's resize matches the whole image's only when height and "
+            f"width are multiples of {max(out_stride)}, and {height}x{width} is not, so each tile is "
+            "resized on its own (labels can differ near tile seams); pad the image to a multiple of "
+            f"{max(out_stride)} for exact tiles",
         )
     return TilePlan(margin, align, True)
 

@@ -362,8 +362,7 @@ def scan_folder(
     if len(channels) > 1:
         raise FolderDataError(
             f"the folder mixes grayscale and RGB images, e.g. {channels[1]} (grayscale) and "
-            f"{channels[3]} (RGB): "
-            "convert them to one kind"
+            f"{channels[3]} (RGB): convert them to one kind"
         )
     stored: dict[Path, np.ndarray] = {}  # each mask's distinct stored values
     counts: dict[str, np.ndarray] = {}
@@ -395,10 +394,8 @@ def scan_folder(
             )
             raise FolderDataError(
                 f"the masks hold the values {seen[:12]}{' ...' if len(seen) > 12 else ''}, which are not "
-                "class "
-                f"indices 0..{len(seen) - 1} (e.g. {path}); pass --data.mask_values {seen[:12]} to map "
-                "them to "
-                f"classes 0..{len(seen) - 1}, or --data.ignore_index for a void label"
+                f"class indices 0..{len(seen) - 1} (e.g. {path}); pass --data.mask_values {seen[:12]} to map "
+                f"them to classes 0..{len(seen) - 1}, or --data.ignore_index for a void label"
             )
     if num_classes < 2:
         raise FolderDataError(f"segmentation needs at least 2 classes, found {num_classes}")
@@ -417,8 +414,7 @@ def scan_folder(
             expected = list(values.values) if values.values is not None else f"0..{num_classes - 1}"
             raise FolderDataError(
                 f"{path} holds mask value(s) {stray[:10]} that are neither a class ({expected}) nor the "
-                "ignore label "
-                f"({ignore_index}); map stored values to classes with --data.mask_values, e.g. "
+                f"ignore label ({ignore_index}); map stored values to classes with --data.mask_values, e.g. "
                 f"{sorted(set(found.tolist()) - {ignore_index})[:12]}, or set --data.ignore_index"
             )
     pixels = np.zeros(num_classes, dtype=np.int64)

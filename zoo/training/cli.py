@@ -56,9 +56,8 @@ class ZooCLI(LightningCLI):
         )
         parser.add_lightning_class_args(MagnitudePruning, "pruning")
         parser.set_defaults({"model.optimizer": DEFAULT_OPTIMIZER, "model.lr_scheduler": DEFAULT_SCHEDULER})
-        if (
-            self.subclass_mode_data
-        ):  # M2NIST unless --data names another module (configs may give its arguments alone)
+        # M2NIST unless --data names another module (configs may give its arguments alone)
+        if self.subclass_mode_data:
             parser.set_defaults({"data": {"class_path": f"{M2NISTDataModule.__module__}.M2NISTDataModule"}})
         for name in DATA_LINKS:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")

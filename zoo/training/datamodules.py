@@ -311,8 +311,7 @@ class FolderSegmentation(SegmentationData):
         if crop_size is None and len(set(self.scan.sizes["train"])) > 1:
             raise ValueError(
                 f"the training images come in {len(set(self.scan.sizes['train']))} sizes: give "
-                "--data.crop_size "
-                "to train on crops of one size"
+                "--data.crop_size to train on crops of one size"
             )
         self.num_classes, self.in_channels = self.scan.num_classes, self.scan.in_channels
         self.class_names = self.scan.class_names

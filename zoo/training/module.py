@@ -243,9 +243,8 @@ class SegmentationModule(pl.LightningModule):
         kept_text = f"the weights before it are in {kept}" if kept else "the weights are no longer finite"
         return NonFiniteLossError(
             f"training loss is {loss} at epoch {where['epoch']}, step {where['step']}; stopping: "
-            f"{kept_text}, "
-            f"the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). Try a lower "
-            "learning rate."
+            f"{kept_text}, the last epoch's checkpoint is {last or 'not written yet'} (stopped.json). "
+            "Try a lower learning rate."
         )
 
     def _eval_step(self, batch, metrics: SegmentationMetrics, prefix: str) -> None:
