@@ -112,3 +112,26 @@ def test_a_pytorch_without_the_fused_operator_falls_back_with_one_warning(monkey
             model(x)  # warned once, not per layer or per call
     assert len([w for w in seen if issubclass(w.category, RuntimeWarning)]) == 1
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_the_switch_also_covers_running_max_pooling_and_the_bf16_way_around(monkeypatch):
+    import torch.nn.functional as F
+
+    pooled = []
+    real = F.max_pool2d
+    monkeypatch.setattr(F, "max_pool2d", lambda *a, **k: pooled.append(1) or real(*a, **k))
+    x = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        fast = zoo.cpu.max_pool_stride1(x, 3)
+        assert not pooled  # running maxima, no max_pool2d
+        with zoo.cpu.fast_paths(False):
+            plain = zoo.cpu.max_pool_stride1(x, 3)
+        assert pooled  # the plain operator
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
+
+    monkeypatch.setattr(zoo.cpu, "_bf16_conv_fault", True)  # as a PyTorch with the fault reports
+    conv = zoo.layers.Conv2d(24, 16, 3, padding=2, dilation=2)
+    x = torch.rand(1, 24, 8, 8, dtype=torch.bfloat16)
+    assert zoo.cpu.bf16_conv_fault_applies(conv, x)
+    with zoo.cpu.fast_paths(False):
+        assert not zoo.cpu.bf16_conv_fault_applies(conv, x)

@@ -52,3 +52,30 @@ def test_the_benchmark_tables_in_the_docs_are_the_ones_their_json_draws():
     assert sorted(documented) == sorted(tables.TABLES)  # every JSON's table is on a page, once
     for path, text in documented.items():
         assert text == tables.block(path), f"{path}: run python tools/benchmark_tables.py --write"
+
+
+def table_rows(text: str, header_start: str) -> dict[str, list[str]]:
+    """A markdown table's rows by their first cell (the model name, without backticks)."""
+    lines = text[text.index(header_start) :].splitlines()
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_readme_model_table_agrees_with_the_models_and_the_full_table():
+    import zoo
+
+    short = table_rows(README, "| model | parameters | receptive field |")
+    full = table_rows((ROOT / "docs" / "models.md").read_text(), "| model | params (M2NIST) |")
+    shipped = {name for name, cells in full.items() if cells[5] != "not trained here"}
+    assert set(short) == shipped == set(zoo.list_models(pretrained=True))
+    for name, (params, field, down, score) in short.items():
+        model = zoo.create_model(name)
+        assert int(params.replace(",", "")) == zoo.count_parameters(model), name
+        assert int(field) == zoo.receptive_field(model).size, name
+        assert down.startswith("no" if model.full_resolution else "yes"), name
+        assert score == full[name][5], name  # the shipped weights' score, as tools/summary.py measured it

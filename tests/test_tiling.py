@@ -207,11 +207,16 @@ def test_a_backend_that_cannot_be_built_falls_back_with_a_warning(monkeypatch):
         raise RuntimeError("no such runtime here")
 
     monkeypatch.setattr(zoo.inference, "_build_runner", broken)
+    assert_compile_falls_back_to_torch(
+        "backend 'compile' is unavailable .*no such runtime here.*using 'torch'"
+    )
+
+
+def assert_compile_falls_back_to_torch(warning: str) -> None:
+    """backend="compile" warns `warning` and gives the labels of backend="torch"."""
     model = zoo.create_model("vgg4_dilated").eval()
     image = np.zeros((20, 30), np.uint8)
-    with pytest.warns(
-        UserWarning, match="backend 'compile' is unavailable .*no such runtime here.*using 'torch'"
-    ):
+    with pytest.warns(UserWarning, match=warning):
         labels = zoo.predict(model, image, backend="compile")
     np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))
 
@@ -234,10 +239,6 @@ def test_a_compiled_graph_that_fails_at_its_first_call_falls_back_with_a_warning
         raise RuntimeError("LoweringException: cannot lower this")
 
     monkeypatch.setattr(zoo.inference.torch, "compile", lambda model, dynamic: fails)
-    model = zoo.create_model("vgg4_dilated").eval()
-    image = np.zeros((20, 30), np.uint8)
-    with pytest.warns(
-        UserWarning, match="backend 'compile' failed for this model .*cannot lower this.*using 'torch'"
-    ):
-        labels = zoo.predict(model, image, backend="compile")
-    np.testing.assert_array_equal(labels, zoo.predict(model, image, backend="torch"))
+    assert_compile_falls_back_to_torch(
+        "backend 'compile' failed for this model .*cannot lower this.*using 'torch'"
+    )
