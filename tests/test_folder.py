@@ -383,3 +383,19 @@ def test_colour_masks_through_a_palette_and_class_pixel_counts_by_hand(tmp_path)
     Image.fromarray(bad).save(tmp_path / "masks" / "0.png")
     with pytest.raises(FolderDataError, match=r"0.png: colour\(s\) \[\[1, 2, 3\]\] are not in the palette"):
         FolderSegmentation(str(tmp_path), crop_size=8, palette=palette)
+
+
+def test_an_epoch_covers_every_training_pixel_about_once_by_default(tmp_path):
+    # 40x50 images in crops of 16: ceil(40/16) = 3 rows by ceil(50/16) = 4 columns, 12 a image
+    mask = np.zeros((40, 50), np.uint8)
+    mask[:10] = 1  # two classes
+    for i in range(5):
+        write_pair(tmp_path / "images", tmp_path / "masks", f"{i}", np.zeros((40, 50), np.uint8), mask)
+    data = FolderSegmentation(str(tmp_path), crop_size=16, val_fraction=0.2, test_fraction=0.2)
+    assert len(data.dataset("train")) == 3 * 12
+    given = FolderSegmentation(
+        str(tmp_path), crop_size=16, crops_per_epoch=7, val_fraction=0.2, test_fraction=0.2
+    )
+    assert len(given.dataset("train")) == 7
+    whole = FolderSegmentation(str(tmp_path), crop_size=None, val_fraction=0.2, test_fraction=0.2)
+    assert len(whole.dataset("train")) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import tempfile
@@ -434,7 +436,7 @@ def export_onnx(
     sizes = (("batch", 1), ("height", 16), ("width", 16))
     batch, height, width = (torch.export.Dim(n, min=least, max=8192) for n, least in sizes)
     has_stats = standardize and (getattr(model, "preprocessing", None) or {}).get("mean") is not None
-    with eval_mode(model):
+    with eval_mode(model), _without_torchvision_notices():
         torch.onnx.export(
             Standardized(model).eval() if has_stats else model,
             (example,),
@@ -447,3 +449,15 @@ def export_onnx(
             verbose=False,
         )
     return path
+
+
+@contextlib.contextmanager
+def _without_torchvision_notices() -> Iterator[None]:
+    """Mute the exporter's warning per torchvision operator when torchvision is absent (zoo uses none)."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

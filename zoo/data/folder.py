@@ -441,6 +441,17 @@ def channel_stats(pairs: Sequence[Pair]) -> tuple[list[float], list[float]]:
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
+def crops_covering(sizes: list[tuple[int, int]], crop_size: int | None) -> int:
+    """Random crops an epoch that cover every pixel of images of these sizes about once.
+
+    ceil(H / crop) * ceil(W / crop) per image (a 512x512 image: 16 crops of 128); one per image
+    when training on whole images (`crop_size` None).
+    """
+    if crop_size is None:
+        return len(sizes)
+    return sum(-(-h // crop_size) * -(-w // crop_size) for h, w in sizes)
+
+
 def random_crop(
     image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

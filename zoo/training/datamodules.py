@@ -29,6 +29,7 @@ from zoo.data.folder import (
     SPLIT_FILE,
     FolderDataset,
     channel_stats,
+    crops_covering,
     detect_layout,
     scan_folder,
     split_pairs,
@@ -252,7 +253,8 @@ class FolderSegmentation(SegmentationData):
         palette: colour masks: the [r, g, b] of each class.
         mask_suffix: what a mask's file stem adds to its image's, e.g. "_mask".
         crop_size: the side of a training crop; None trains on whole images (all of one size).
-        crops_per_epoch: training crops an epoch (default: one per training image).
+        crops_per_epoch: training crops an epoch (default: as many as cover every training pixel
+            about once, `zoo.data.folder.crops_covering`; one per image without `crop_size`).
         normalize: "scale" (x / 255) or "mean_std" (then per channel (x / 255 - mean) / std, the
             statistics computed once from the training images and recorded with the weights).
         augment: flips and 90-degree rotations (`zoo.data.transforms.folder_transform`).
@@ -344,7 +346,7 @@ class FolderSegmentation(SegmentationData):
             crop_size=h.crop_size,
             transform=transform,
             seed=self.train_seed,
-            length=h.crops_per_epoch,
+            length=h.crops_per_epoch or crops_covering(self.scan.sizes["train"], h.crop_size),
             **common,
         )
 
