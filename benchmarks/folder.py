@@ -30,7 +30,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "isbi2012-membranes"
-MODELS = ("vgg7_dilated", "vgg7_dilated_context", "resnet18_dilated", "unet", "unet_small", "vgg4_strided")
+MODELS = (
+    "vgg7_dilated",
+    "vgg7_dilated_context",
+    "vgg7_dilated_skip_context",
+    "resnet18_dilated",
+    "unet",
+    "unet_small",
+    "vgg4_strided",
+)
 SPLIT = {
     "train": [f"{i:02d}" for i in range(22)],
     "val": [f"{i:02d}" for i in range(22, 26)],

@@ -6,7 +6,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
-from zoo.layers import BoxMean, ContextHead
+from zoo.layers import BoxMean, ContextHead, SkipConcat
 
 
 def _window_mean_loops(x: np.ndarray, k: int) -> np.ndarray:
@@ -153,3 +153,46 @@ def test_context_head_on_any_family():
     for name in ("vgg4_dilated", "cascade10", "resnet18_dilated"):
         m = zoo.create_model(name, head="context")
         assert m(torch.rand(1, 1, 17, 23)).shape == (1, 11, 17, 23)
+
+
+def test_context_head_pools_only_the_last_channels():
+    # 3 skip channels then 2 deep ones; the mix copies the deep channels' window means to its
+    # outputs, the classifier copies them to classes: only the deep channels are averaged
+    torch.manual_seed(0)
+    head = ContextHead(5, 2, windows=(3,), pooled_channels=2).eval()
+    assert head.mix.conv.in_channels == 5 + 2 and head.mix.conv.out_channels == 2
+    with torch.no_grad():
+        head.mix.conv.weight.zero_()
+        head.mix.conv.weight[:, 5:, 0, 0] = torch.eye(2)
+        head.mix.conv.bias.zero_()
+        head.conv.weight.copy_(torch.eye(2)[:, :, None, None])
+        head.conv.bias.zero_()
+    x = torch.rand(1, 5, 6, 7)
+    got = head(x)
+    scale = (1 + head.mix.bn.eps) ** -0.5
+    for c, deep in enumerate((3, 4)):
+        for y, xx in [(0, 0), (2, 3), (5, 6)]:
+            window = [
+                float(x[0, deep, i, j])
+                for i in range(6)
+                for j in range(7)
+                if abs(i - y) <= 1 and abs(j - xx) <= 1
+            ]
+            assert got[0, c, y, xx].item() == pytest.approx(sum(window) / len(window) * scale, abs=1e-6)
+
+
+@pytest.mark.parametrize("pooled", [0, 6, -1])
+def test_context_head_rejects_pooled_channels_out_of_range(pooled):
+    with pytest.raises(ValueError, match=r"pooled_channels must be in \[1, 5\]"):
+        ContextHead(5, 2, pooled_channels=pooled)
+
+
+def test_skip_concat_puts_its_input_beside_its_body_output():
+    body = torch.nn.Conv2d(2, 3, 1, bias=False)
+    x = torch.rand(2, 2, 4, 5)
+    out = SkipConcat(body)(x)
+    assert out.shape == (2, 5, 4, 5)
+    assert torch.equal(out[:, :2], x)
+    w = body.weight[:, :, 0, 0]
+    by_hand = torch.einsum("oc,nchw->nohw", w, x)
+    torch.testing.assert_close(out[:, 2:], by_hand)

@@ -198,6 +198,46 @@ def test_context_head_count_by_formula():
     assert _count(zoo.create_model("vgg7_dilated", head="context")) == stack - pixel_head + context_head
 
 
+def test_skip_context_count_by_formula():
+    widths = (16, 24, 32, 32, 32, 32, 32)
+    stack = _plain_stack_count(widths, (3,) * 7, [False] * 7, 7, 1, 11, "pixel")
+    pixel_head = 32 * 11 + 11
+    # the mix reads layer 2's 24 channels, the last 32 and their window mean (88 -> 32, bias, BN)
+    context_head = (88 * 32 + 32) + 2 * 32 + (32 * 11 + 11)
+    m = zoo.create_model("vgg7_dilated_skip_context")
+    assert _count(m) == stack - pixel_head + context_head
+    assert m.feature_channels == 24 + 32
+
+
+def test_skip_from_feeds_layer_outputs_to_the_head():
+    # features = the skipped-from layer's output beside the last layer's, checked against the
+    # layers run one by one
+    m = zoo.create_model("vgg7_dilated_skip_context").eval()
+    x = torch.rand(1, 1, 19, 23)
+    layers = [*m.features[:2], *m.features[2].body]
+    with torch.no_grad():
+        h, outs = x, []
+        for layer in layers:
+            h = layer(h)
+            outs.append(h)
+        torch.testing.assert_close(m.forward_features(x), torch.cat([outs[1], outs[-1]], dim=1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"skip_from": 3}, r"skip_from must be a layer index in \[0, 3\)"),
+        ({"skip_from": -1}, "skip_from must be a layer index"),
+        ({"skip_from": True}, "skip_from must be a layer index"),
+        ({"skip_from": 1, "pool": "max"}, "skip_from needs full resolution"),
+        ({"skip_from": 1, "strides": (1, 2, 2, 2)}, "skip_from needs full resolution"),
+    ],
+)
+def test_skip_from_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        zoo.create_model("vgg4_dilated", **kwargs)
+
+
 def test_cascade10_depthwise_documented_count():
     m = zoo.create_model("cascade10_depthwise", in_channels=3, num_classes=10, head="classify")
     assert _count(m) == 42_394

@@ -14,6 +14,7 @@ from zoo.rf import receptive_field
         ("vgg4_dilated", 31),  # 1 + 2*(1+2+4+8)
         ("vgg7_dilated", 67),  # 1 + 2*(1+1+2+4+8+16+1)
         ("vgg7_dilated_context", 95),  # 67, then a 29x29 window mean: + 28
+        ("vgg7_dilated_skip_context", 95),  # the same layers; the skip's field (5) is inside
         ("vgg4_large_kernel", 21),  # 1 + 2+4+6+8
         ("cascade10", 21),  # 1 + 10*2
         ("cascade10_depthwise", 21),

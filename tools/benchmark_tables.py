@@ -68,6 +68,7 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/folder.json": (folder_table, None),
     "benchmarks/folder_vgg4.json": (folder_table, None),
     "benchmarks/folder_seeds.json": (folder_table, None),
+    "benchmarks/folder_skip.json": (folder_table, None),
 }
 
 

@@ -47,28 +47,42 @@ class ContextHead(nn.Module):
 
     Args:
         windows: odd window sizes, one pooled copy of the features each.
+        pooled_channels: average only the last this many input channels (the deep features
+            behind a `SkipConcat`; the early ones it carries are for sharp edges, not context),
+            and mix to this many; default all of them.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, windows: Sequence[int] = CONTEXT_WINDOWS) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        windows: Sequence[int] = CONTEXT_WINDOWS,
+        pooled_channels: int | None = None,
+    ) -> None:
         super().__init__()
         if not windows:
             raise ValueError("windows must name at least one window size")
+        pooled = in_channels if pooled_channels is None else pooled_channels
+        if not 1 <= pooled <= in_channels:
+            raise ValueError(f"pooled_channels must be in [1, {in_channels}], found {pooled_channels!r}")
+        self.pooled_channels = pooled
         self.pools = nn.ModuleList(BoxMean(k) for k in windows)
-        self.mix = ConvBNAct(in_channels * (1 + len(self.pools)), in_channels, kernel_size=1)
-        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+        self.mix = ConvBNAct(in_channels + pooled * len(self.pools), pooled, kernel_size=1)
+        self.conv = nn.Conv2d(pooled, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.mix(torch.cat([x, *(pool(x) for pool in self.pools)], dim=1)))
+        deep = x[:, x.shape[1] - self.pooled_channels :]
+        return self.conv(self.mix(torch.cat([x, *(pool(deep) for pool in self.pools)], dim=1)))
 
 
-def make_head(kind: str, in_channels: int, num_classes: int) -> nn.Module:
-    """Build the head called `kind` ("pixel", "classify" or "context")."""
+def make_head(kind: str, in_channels: int, num_classes: int, pooled_channels: int | None = None) -> nn.Module:
+    """Build the head called `kind` ("pixel", "classify" or "context"; `pooled_channels`: `ContextHead`'s)."""
     if kind == "pixel":
         return PixelHead(in_channels, num_classes)
     if kind == "classify":
         return ClassifyHead(in_channels, num_classes)
     if kind == "context":
-        return ContextHead(in_channels, num_classes)
+        return ContextHead(in_channels, num_classes, pooled_channels=pooled_channels)
     raise ValueError(f"head must be one of {HEADS}, found {kind!r}")
 
 

@@ -101,10 +101,14 @@ class ZooModel(nn.Module):
         """True when every feature map keeps the input's height and width."""
         return self.output_stride == 1
 
-    def _finish(self, feature_channels: int) -> None:
-        """Attach the head and initialise weights; call at the end of a subclass's __init__."""
+    def _finish(self, feature_channels: int, pooled_channels: int | None = None) -> None:
+        """Attach the head and initialise weights; call at the end of a subclass's __init__.
+
+        Args:
+            pooled_channels: the context head averages only the last this many feature channels.
+        """
         self.feature_channels = feature_channels
-        self.head = make_head(self.head_type, feature_channels, self.num_classes)
+        self.head = make_head(self.head_type, feature_channels, self.num_classes, pooled_channels)
         self.init_weights()
         # channels_last weights make every convolution run channels_last, whatever the input's
         # layout: oneDNN's fastest CPU path and the tensor-core layout on GPUs

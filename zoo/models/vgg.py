@@ -13,7 +13,10 @@ digit sees the whole digit: widths 16-24-32-32-48-48-48, 3x3 convs with dilation
 1, 1, 2, 4, 8, 16, 1 (receptive field 67, no holes: each dilation is at most the field before it).
 `vgg7_dilated_context` gives it a `ContextHead` (a digit-sized stride-1 average of the features
 beside each pixel's own; receptive field 95). `vgg4_dilated_context` gives the same head to
-`vgg4_dilated`: receptive field 59, under 30k parameters.
+`vgg4_dilated`: receptive field 59, under 30k parameters. `vgg7_dilated_skip_context` is the
+same 7 layers at widths 16-24-32-32-32-32-32 whose head also sees layer 2's sharp features through
+a full-resolution skip (`SkipConcat`), as U-Net's top level does: 51k parameters, receptive field
+95, made for real images at their full size (docs/benchmarks.md, ISBI membranes).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn as nn
 
 from zoo.layers.conv import ConvBNAct
 from zoo.layers.shift_stitch import ShiftStitch
+from zoo.layers.skip import SkipConcat
 from zoo.models.base import (
     DEFAULT_NUM_CLASSES,
     ZooModel,
@@ -39,6 +43,7 @@ POOLS = (None, "max", "stitch")
 VGG4_WIDTHS = (16, 24, 32, 48)
 VGG7_WIDTHS = (16, 24, 32, 32, 48, 48, 48)
 VGG7_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
+VGG7_SLIM_WIDTHS = (16, 24, 32, 32, 32, 32, 32)
 WIDE_WIDTHS = (64, 128, 256, 512)
 
 
@@ -78,8 +83,12 @@ class VGG(ZooModel):
             or "stitch" (shift-and-stitch pooling: full resolution, see `ShiftStitch`).
         pool_at: indices of the layers preceded by a pooling; default every layer after the first.
         pool_size: the pooling's size and stride.
+        skip_from: the output of this layer also goes to the head, beside the last layer's
+            (`SkipConcat`: a full-resolution skip connection); the context head averages only
+            the last layer's features.
         in_channels, num_classes: input channels and classes.
-        head: "pixel" (1x1 conv, per-pixel logits) or "classify" (global average pool + linear).
+        head: "pixel" (1x1 conv, per-pixel logits), "classify" (global average pool + linear)
+            or "context" (`ContextHead`).
     """
 
     def __init__(
@@ -93,6 +102,7 @@ class VGG(ZooModel):
         pool: str | None = None,
         pool_at: Sequence[int] | None = None,
         pool_size: int = 2,
+        skip_from: int | None = None,
         in_channels: int = 1,
         num_classes: int = DEFAULT_NUM_CLASSES,
         head: str = "pixel",
@@ -115,6 +125,11 @@ class VGG(ZooModel):
             raise ValueError(f"pool_at must be increasing layer indices in [0, {n}), found {pool_at!r}")
         if pool == "stitch" and any(s > 1 for s in strides):
             raise ValueError(f"pool='stitch' keeps full resolution and needs strides of 1, found {strides}")
+        if skip_from is not None:
+            if isinstance(skip_from, bool) or not isinstance(skip_from, int) or not 0 <= skip_from < n - 1:
+                raise ValueError(f"skip_from must be a layer index in [0, {n - 1}), found {skip_from!r}")
+            if pool is not None or any(s > 1 for s in strides):
+                raise ValueError("skip_from needs full resolution throughout: no pool and strides of 1")
 
         layers = []
         prev = in_channels
@@ -125,11 +140,16 @@ class VGG(ZooModel):
             act = final_act or not last
             layers.append(ConvBNAct(prev, w, k, s, d, groups=prev if dw else 1, norm=act, act=act))
             prev = w
-        self.features = _assemble(layers, pool, pool_at, pool_size)
         self.output_stride = math.prod(strides)
         if pool == "max":
             self.output_stride *= pool_size ** len(pool_at)
-        self._finish(prev)
+        if skip_from is None:
+            self.features = _assemble(layers, pool, pool_at, pool_size)
+            self._finish(prev)
+        else:
+            cut = skip_from + 1
+            self.features = nn.Sequential(*layers[:cut], SkipConcat(nn.Sequential(*layers[cut:])))
+            self._finish(widths[skip_from] + prev, pooled_channels=prev)
 
 
 @register_model
@@ -154,6 +174,20 @@ def vgg7_dilated_context(**kwargs) -> VGG:
 def vgg4_dilated_context(**kwargs) -> VGG:
     """`vgg4_dilated` with a `ContextHead` (29x29 window means): receptive field 59 in 29,987 parameters."""
     return VGG(**{"dilations": (1, 2, 4, 8), "head": "context", **kwargs})
+
+
+@register_model
+def vgg7_dilated_skip_context(**kwargs) -> VGG:
+    """`vgg7_dilated_context` at widths 16-24-32 (x5), its head also reading layer 2 (`SkipConcat`)."""
+    return VGG(
+        **{
+            "widths": VGG7_SLIM_WIDTHS,
+            "dilations": VGG7_DILATIONS,
+            "skip_from": 1,
+            "head": "context",
+            **kwargs,
+        }
+    )
 
 
 @register_model
