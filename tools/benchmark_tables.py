@@ -69,6 +69,7 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/folder_vgg4.json": (folder_table, None),
     "benchmarks/folder_seeds.json": (folder_table, None),
     "benchmarks/folder_skip.json": (folder_table, None),
+    "benchmarks/folder_long.json": (folder_table, None),
 }
 
 
