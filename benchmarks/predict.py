@@ -36,10 +36,6 @@ CASES = {
     "512x512 x1": (1, 512, 512, None),
     "2048x2048 tiled": (1, 2048, 2048, 512),
 }
-FULL_RESOLUTION = (
-    "vgg4_dilated", "vgg4_dilated_context", "vgg4_large_kernel", "vgg4_stitch", "vgg7_dilated",
-    "vgg7_dilated_context", "cascade10", "cascade10_depthwise", "resnet18_dilated", "resnet18_dilated_degrid",
-)  # fmt: skip
 
 BIG = r"""
 import json, sys
@@ -162,12 +158,16 @@ def main() -> None:
     from machine import describe  # benchmarks/machine.py, beside this script
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(FULL_RESOLUTION))
+    parser.add_argument("--models", nargs="+", help="default: every shipped full-resolution model")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--big", type=int, default=8192, help="side of the tiled large image")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "predict.json"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.models is None:
+        import zoo
+
+        args.models = [n for n in zoo.list_models(pretrained=True) if zoo.create_model(n).full_resolution]
 
     # no zoo.cpu.keep_freed_memory() here: memory freed by one call goes back to the OS, so the
     # next call's peak growth is its own (the ratios compare modes under the same setting)
