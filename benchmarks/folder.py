@@ -48,7 +48,15 @@ PEER = "unet"
 
 
 def train_command(
-    name: str, run_dir: Path, split_file: Path, epochs: int, crops: int, batch: int, crop: int, seed: int = 0
+    name: str,
+    run_dir: Path,
+    split_file: Path,
+    epochs: int,
+    crops: int,
+    batch: int,
+    crop: int,
+    seed: int = 0,
+    augment: bool = True,
 ) -> list[str]:
     """The train.py arguments of one model's run (the same recipe for every model)."""
     return [
@@ -63,6 +71,7 @@ def train_command(
         "--data.batch_size", str(batch),
         "--data.crops_per_epoch", str(crops),
         "--data.num_workers", "2",
+        "--data.augment", str(augment).lower(),
         "--model.arch", name,
         "--trainer.max_epochs", str(epochs),
         "--trainer.default_root_dir", str(run_dir),
@@ -76,7 +85,9 @@ def train(name: str, out: Path, split_file: Path, args, seed: int = 0) -> dict:
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
-        *train_command(name, run_dir, split_file, args.epochs, args.crops, args.batch, args.crop, seed),
+        *train_command(
+            name, run_dir, split_file, args.epochs, args.crops, args.batch, args.crop, seed, args.augment
+        ),
     ]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -163,6 +174,12 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train each model once per seed")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the folder module's flips and 90-degree rotations (its default; --no-augment: without)",
+    )
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="no speed and memory figures")
     parser.add_argument("--out", default=None, help="run folders (default: a temporary one)")
@@ -231,10 +248,11 @@ def main() -> None:
         "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),
         "machine": describe(),
         "recipe": {"epochs": args.epochs, "crops_per_epoch": args.crops, "batch": args.batch,
-                   "crop": args.crop, "seeds": args.seeds,
+                   "crop": args.crop, "seeds": args.seeds, "augment": args.augment,
                    "steps": args.epochs * -(-args.crops // args.batch),
                    "train.py": "python train.py " + " ".join(train_command(
-                       "MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop))},
+                       "MODEL", Path("RUN"), Path("SPLIT"), args.epochs, args.crops, args.batch, args.crop,
+                       augment=args.augment))},
         "loader_crops_per_s": loader,
         "rows": rows,
     }  # fmt: skip

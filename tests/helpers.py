@@ -31,3 +31,19 @@ def random_batchnorm(model: nn.Module) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
     return model.eval()
+
+
+def cli_for(args: list[str]):
+    """The train.py parser over the packaged recipe, built but not run."""
+    from zoo.training.cli import ZooCLI, parser_kwargs
+    from zoo.training.datamodules import SegmentationData
+    from zoo.training.module import SegmentationModule
+
+    return ZooCLI(
+        SegmentationModule,
+        SegmentationData,
+        subclass_mode_data=True,
+        args=[*args, "--trainer.logger", "false"],
+        parser_kwargs=parser_kwargs(run=False),
+        run=False,
+    )

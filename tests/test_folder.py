@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cli_for
 from PIL import Image
 
 import zoo
 from zoo.data.folder import FolderDataError, MaskValues, random_crop
-from zoo.training.datamodules import FolderSegmentation
+from zoo.training.datamodules import FolderSegmentation, M2NISTDataModule
 from zoo.training.losses import IGNORE_INDEX, segmentation_loss
 from zoo.training.metrics import SegmentationMetrics
 
@@ -296,6 +297,24 @@ def test_models_know_no_data_set():
     # no module under zoo/models or zoo/layers imports zoo.data (the M2NIST defaults live with the models)
     for path in [*(ROOT / "zoo" / "models").glob("*.py"), *(ROOT / "zoo" / "layers").glob("*.py")]:
         assert "zoo.data" not in path.read_text(), path
+
+
+def test_switching_data_modules_keeps_each_modules_own_defaults(tmp_path):
+    # LightningCLI carries the default module's values into the module --data names: folder runs
+    # once trained without their flips and rotations because M2NIST's augment=False came along
+    import inspect
+
+    m2nist = inspect.signature(M2NISTDataModule.__init__).parameters
+    folder = inspect.signature(FolderSegmentation.__init__).parameters
+    for name in (m2nist.keys() & folder.keys()) - {"self"}:
+        assert m2nist[name].default == folder[name].default, name
+    args = ["--data", "FolderSegmentation", "--data.root", str(make_folder(tmp_path / "data"))]
+    data = cli_for(args).datamodule
+    assert isinstance(data, FolderSegmentation) and data.hparams.augment is True
+    assert data.dataset("train").transform is not None
+    assert cli_for([*args, "--data.augment", "false"]).datamodule.hparams.augment is False
+    m2nist_data = cli_for([]).datamodule
+    assert isinstance(m2nist_data, M2NISTDataModule) and m2nist_data.hparams.augment is False
 
 
 def train_py(args: list[str]) -> int:

@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from helpers import cli_for
+
 import zoo
 from zoo.training.datamodules import M2NISTDataModule
 from zoo.training.losses import median_frequency_weights
@@ -308,22 +310,6 @@ def test_bad_module_arguments():
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 # the recipes of the `.scatter` weights, kept beside the m2nist-layout ones
 SCATTER_CONFIGS = sorted((ROOT / "configs" / "scatter").glob("*.yaml"))
-
-
-def cli_for(args: list[str]):
-    """The train.py parser over the packaged recipe, built but not run."""
-    from zoo.training.cli import ZooCLI, parser_kwargs
-    from zoo.training.datamodules import SegmentationData
-    from zoo.training.module import SegmentationModule
-
-    return ZooCLI(
-        SegmentationModule,
-        SegmentationData,
-        subclass_mode_data=True,
-        args=[*args, "--trainer.logger", "false"],
-        parser_kwargs=parser_kwargs(run=False),
-        run=False,
-    )
 
 
 @pytest.mark.parametrize("arch", zoo.list_models())

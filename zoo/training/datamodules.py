@@ -126,7 +126,8 @@ class M2NISTDataModule(SegmentationData):
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: generation, split and shuffling seed.
         augment: apply `zoo.data.transforms.train_transform(augment_strength)` to training images
-            (affine + elastic; off by default: digits are not symmetric, and the recipe does without).
+            (affine + elastic); None (default): off, as digits are not symmetric and the recipe
+            does without.
         digits: glyph source for the generator (see `zoo.data.load_glyphs`).
         layout: how generated images place their glyphs: "m2nist", the published set's recipe
             (2-3 digits in slots, seldom touching), or "scatter", the harder variant (1-3 digits
@@ -151,7 +152,7 @@ class M2NISTDataModule(SegmentationData):
         test_size: int = DEFAULT_SIZES["test"],
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
-        augment: bool = False,
+        augment: bool | None = None,
         augment_strength: float = 1.0,
         digits: str | None = None,
         recompose: bool | None = None,
@@ -175,6 +176,7 @@ class M2NISTDataModule(SegmentationData):
             check_layout(layout, recompose_counts, "recompose_counts")
         self.save_hyperparameters()
         self.hparams.recompose = recompose  # as resolved above (None: by what data_dir holds)
+        self.hparams.augment = bool(augment)
         self.splits: dict | None = None
         self.source = ""
 
@@ -257,15 +259,17 @@ class FolderSegmentation(SegmentationData):
             about once, `zoo.data.folder.crops_covering`; one per image without `crop_size`).
         normalize: "scale" (x / 255) or "mean_std" (then per channel (x / 255 - mean) / std, the
             statistics computed once from the training images and recorded with the weights).
-        augment: flips and 90-degree rotations (`zoo.data.transforms.folder_transform`).
+        augment: flips and 90-degree rotations (`zoo.data.transforms.folder_transform`); None
+            (default): on.
         color_jitter: colour jitter on RGB images (with `augment`).
         val_fraction, test_fraction: the share of images split off where the layout has no such folder.
         split_file: a `splits.json` of an earlier run (image stems per split), to replay its split;
             every fit writes its own into its run folder.
 
     The arguments it shares with `M2NISTDataModule` (batch_size, num_workers, seed, the
-    fractions) have the same defaults: LightningCLI keeps such values when `--data` switches
-    modules.
+    fractions, augment) have the same defaults: LightningCLI keeps such values when `--data`
+    switches modules, so a default that differs between the data sets is None in both, resolved
+    by each module (augment: on here, off for M2NIST).
     """
 
     def __init__(
@@ -282,7 +286,7 @@ class FolderSegmentation(SegmentationData):
         crop_size: int | None = 128,
         crops_per_epoch: int | None = None,
         normalize: str = "scale",
-        augment: bool = True,
+        augment: bool | None = None,
         color_jitter: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
@@ -301,6 +305,7 @@ class FolderSegmentation(SegmentationData):
         if normalize not in ("scale", "mean_std"):
             raise ValueError(f"normalize must be 'scale' or 'mean_std', found {normalize!r}")
         self.save_hyperparameters()
+        self.hparams.augment = augment is None or augment  # None: on (see the class docstring)
         explicit = {
             "train": (train_images, train_masks),
             "val": (val_images, val_masks),
