@@ -147,13 +147,15 @@ def measure(name: str, what: str, size: int, tile: int | None, reps: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def loader_speed(split_file: Path, workers: int, crop: int, batch: int, batches: int = 20) -> float:
+def loader_speed(
+    split_file: Path, workers: int, crop: int, batch: int, batches: int = 20, augment: bool = True
+) -> float:
     """Training crops per second that the folder data module's loader delivers (no model)."""
     from zoo.training.datamodules import FolderSegmentation
 
     data = FolderSegmentation(
         str(DATA), mask_values=[0, 255], split_file=str(split_file), crop_size=crop, batch_size=batch,
-        num_workers=workers, crops_per_epoch=batch * (batches + 2),
+        num_workers=workers, crops_per_epoch=batch * (batches + 2), augment=augment,
     )  # fmt: skip
     loader = data.train_dataloader()
     it = iter(loader)
@@ -242,7 +244,10 @@ def main() -> None:
     loader = (
         {}
         if args.skip_speed
-        else {f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch), 1) for w in (0, 2)}
+        else {
+            f"workers_{w}": round(loader_speed(split_file, w, args.crop, args.batch, augment=args.augment), 1)
+            for w in (0, 2)
+        }
     )
     result = {
         "command": "python benchmarks/folder.py " + " ".join(sys.argv[1:]),

@@ -70,6 +70,7 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/folder_seeds.json": (folder_table, None),
     "benchmarks/folder_skip.json": (folder_table, None),
     "benchmarks/folder_long.json": (folder_table, None),
+    "benchmarks/folder_aug.json": (folder_table, None),
 }
 
 
