@@ -60,10 +60,21 @@ def test_fit_writes_results_json_and_png_with_pruning(tmp_path):
     assert zeros == round(0.5 * convs)
 
 
-def test_fast_dev_run_tests_the_model_and_writes_nothing(tmp_path):
+def test_fast_dev_run_tests_the_model_and_writes_nothing(tmp_path, caplog):
     # Lightning keeps no checkpoint in a fast_dev_run, so there is no "best" to test
     assert main(["fit", *tiny_args(tmp_path, "--trainer.fast_dev_run", "1")]) == 0
     assert not (tmp_path / "results.json").exists()
+    # nor does it touch a run already in the folder (Lightning 2.6 rewrote its last.ckpt)
+    assert main(["fit", *tiny_args(tmp_path, epochs=1)]) == 0
+    saved = {p.name: p.read_bytes() for p in tmp_path.glob("*.ckpt")}
+    assert sorted(saved) == ["best.ckpt", "last.ckpt"]
+    caplog.clear()
+    assert main(["fit", *tiny_args(tmp_path, "--trainer.fast_dev_run", "1")]) == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.ckpt")} == saved
+    assert "already holds a run" not in caplog.text
+    # a real fit into the folder is told that it replaces the run there
+    assert main(["fit", *tiny_args(tmp_path, epochs=1)]) == 0
+    assert f"{tmp_path} already holds a run (best.ckpt, last.ckpt)" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -126,6 +137,7 @@ def test_killed_mid_epoch_and_resumed_matches_uninterrupted(tmp_path):
 
     resumed = run_train(["fit", *run, "--ckpt_path", "last"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "already holds a run" not in resumed.stderr and "not empty" not in resumed.stderr
     a = json.loads((tmp_path / "straight" / "results.json").read_text())
     b = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert b["epochs"] == a["epochs"] == 3

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-
 from helpers import cli_for
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 import zoo
 from zoo.training.datamodules import M2NISTDataModule

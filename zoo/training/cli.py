@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"  # packaged: the wheel run
 REPORT_IMAGES = 8
 # what the data tells the model (SegmentationData's attributes -> SegmentationModule's arguments)
 DATA_LINKS = ("num_classes", "in_channels", "class_names", "background", "normalization")
+log = logging.getLogger(__name__)
 
 
 def default_precision(accelerator: str = "auto") -> str:
@@ -103,7 +105,20 @@ class ZooCLI(LightningCLI):
             csv = CSVLogger(root, name="logs")
             trainer_cfg["logger"] = [csv, TensorBoardLogger(root, name="logs", version=csv.version)]
         callbacks = list(trainer_cfg.get("callbacks") or [])
-        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        # a smoke run keeps no checkpoint: Lightning 2.6's ModelCheckpoint(save_last=True) would
+        # still overwrite the folder's last.ckpt when its fast_dev_run ends
+        if not trainer_cfg.get("fast_dev_run") and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            # Lightning warns of a non-empty folder on every run (the config is written there first);
+            # say instead when a fit will overwrite another run's checkpoints
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            held = [p.name for p in (root / "best.ckpt", root / "last.ckpt") if p.is_file()]
+            if self.subcommand == "fit" and held and not cfg.get("ckpt_path"):  # a resume continues it
+                log.warning(
+                    "%s already holds a run (%s): this fit replaces it; give --trainer.default_root_dir "
+                    "for a folder of its own",
+                    root,
+                    ", ".join(held),
+                )
             callbacks.append(
                 ModelCheckpoint(
                     dirpath=root,
