@@ -65,7 +65,8 @@ class _ConvolutionDtypes(TorchDispatchMode):
 def test_box_mean_sums_bf16_in_bf16(requires_grad):
     # bf16 input sums in bf16 tensors (oneDNN accumulates in fp32), in inference and training
     # alike: four bf16 roundings of the mean (row sums, window sums, reciprocal count, product)
-    x = torch.rand(2, 4, 31, 33, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    # (24 channels: with 2-16 a window of 29 sums in fp32, see the test below)
+    x = torch.rand(2, 24, 31, 33, generator=torch.Generator().manual_seed(0)) * 3 + 1
     xb = x.bfloat16().requires_grad_(requires_grad)
     expected = _window_mean_loops(xb.detach().double().numpy(), 29)
     with _ConvolutionDtypes() as seen:
@@ -80,6 +81,35 @@ def test_box_mean_sums_bf16_in_bf16(requires_grad):
         BoxMean(29)(xd).backward(weights.double())
         assert xb.grad.dtype == torch.bfloat16
         np.testing.assert_allclose(xb.grad.double().numpy(), xd.grad.numpy(), rtol=4 * ulp)
+
+
+STALL_CHILD = """
+import sys, torch
+from zoo.layers import BoxMean
+x = torch.rand(2, 16, 40, 40).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+out = BoxMean(29)(x)
+out.sum().backward()
+print(out.dtype, x.grad.dtype)
+"""
+
+
+def test_box_mean_avoids_the_bf16_kernels_onednn_stalls_on(tmp_path):
+    import subprocess
+    import sys
+
+    from zoo.cpu import bf16_depthwise_build_stalls
+
+    # the boundary measured by tools/bf16_depthwise_stall.py: 2-16 channels, windows from 15
+    assert [c for c in range(1, 40) if bf16_depthwise_build_stalls(c, 29)] == list(range(2, 17))
+    assert not bf16_depthwise_build_stalls(16, 13) and bf16_depthwise_build_stalls(16, 15)
+    with _ConvolutionDtypes() as seen:
+        out = BoxMean(29)(torch.rand(1, 16, 9, 9).bfloat16())
+    assert seen.dtypes == [torch.float32] * 2 and out.dtype == torch.bfloat16
+    # a 16-channel context head trained in bf16 took minutes per new shape; in a child process,
+    # so that a stall fails the test instead of hanging the suite (it takes a second or two)
+    done = subprocess.run([sys.executable, "-c", STALL_CHILD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["torch.bfloat16", "torch.bfloat16"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

@@ -4,6 +4,8 @@
 - running-max pooling: stride-1 max pooling as running maxima over shifted views (`max_pool_stride1`);
 - the bf16 fault: dilated convolutions whose bf16 weight gradient oneDNN gets wrong take a
   correct form (`bf16_conv_fault_applies`, `conv2d_avoiding_bf16_fault`);
+- the bf16 depthwise stall: shapes whose kernel oneDNN takes minutes to build
+  (`bf16_depthwise_build_stalls`; `BoxMean` sums those in fp32);
 - and the process settings: glibc's malloc keeping freed memory, bf16 detection.
 
 Each path applies only where it gives the plain path's result (up to float rounding: tests
@@ -84,6 +86,18 @@ def _mallopt_keep() -> bool:
 def has_bf16() -> bool:
     """Whether this CPU executes bf16 matrix instructions (AVX512-BF16 or AMX), not emulates them."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def bf16_depthwise_build_stalls(channels: int, kernel_width: int) -> bool:
+    """Whether oneDNN would take minutes to build a CPU bf16 depthwise convolution of this shape.
+
+    PyTorch 2.13's oneDNN (3.12) generates the kernel of a channels_last bf16 depthwise
+    convolution with 2-16 channels and a kernel at least 15 wide for minutes on end, forward and
+    backward, k x k or 1 x k (k x 1, NCHW, fp32 and more channels are unaffected), measured on
+    AVX512-BF16; `tools/bf16_depthwise_stall.py` shows it. Layout is left out of the test: the
+    way around (fp32) is always correct.
+    """
+    return 2 <= channels <= 16 and kernel_width >= 15
 
 
 # Run in a child process: at some shapes the fault reads out of bounds and crashes the process.

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zoo.cpu import bf16_depthwise_build_stalls
+
 
 class BoxMean(nn.AvgPool2d):
     """Mean over the k x k window around every pixel; near a border, over the pixels inside.
@@ -22,7 +24,9 @@ class BoxMean(nn.AvgPool2d):
     rounds the row sums, the window sums, the reciprocal counts and the product to bf16 (under
     1.6% of the value in all), and no fp32 copy of the input or of its gradient is made: faster in
     bf16, with gradients as close to fp32's as fp32 sums give, and the same test accuracy
-    (docs/notes/2026-12-07-kernel-choices.md, docs/notes/2026-12-06-bf16-against-fp32.md).
+    (docs/notes/2026-12-07-kernel-choices.md, docs/notes/2026-12-06-bf16-against-fp32.md). On a
+    CPU, 2-16 channels with windows of 15 or more sum in fp32 all the same: oneDNN takes minutes
+    to build that bf16 kernel (`zoo.cpu.bf16_depthwise_build_stalls`).
     """
 
     def __init__(self, kernel_size: int) -> None:
@@ -36,7 +40,10 @@ class BoxMean(nn.AvgPool2d):
         k, r = self.kernel_size, self.kernel_size // 2
         c, h, w = x.shape[1:]
         wide = torch.promote_types(x.dtype, torch.float32)  # fp16 sums in fp32 (its range), fp64 in fp64
-        dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else wide
+        bf16 = x.dtype == torch.bfloat16 and not (
+            x.device.type == "cpu" and bf16_depthwise_build_stalls(c, k)
+        )
+        dtype = torch.bfloat16 if bf16 else wide
         with torch.autocast(x.device.type, enabled=False):  # autocast would make fp32 input's sums bf16
             ones = torch.ones(c, 1, k, 1, dtype=dtype, device=x.device)
             rows = F.conv2d(x.to(dtype), ones, padding=(r, 0), groups=c)
