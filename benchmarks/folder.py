@@ -10,8 +10,9 @@ file. Every model gets the same recipe, steps and batch. Written as a table and 
   (the confusion matrix of `train.py test`);
 - fit time, and per model a training step at 512x512 (batch 4, the precision training uses)
   and inference at 512x512 and 2048x2048 (whole and in tiles of 512): images/s and peak memory
-  growth, each measured in its own child process (`VmHWM` from /proc/self/status), ratios
-  against `unet` from the same run;
+  growth, each measured in its own child process (`VmHWM` from /proc/self/status); the training
+  step's time against `unet`'s with the two models taking turns in one process (median of 5
+  steps each, median over `--reps` processes);
 - the data loader's own images/s (decoding, cropping and augmenting), with 0 and 2 workers.
 
 `--models`, `--epochs` and `--crops` shrink it; `--skip-train` re-measures speed only.
@@ -109,13 +110,9 @@ def hwm_mb():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
-keep_freed_memory()
-name, what, size, tile, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-tile = None if tile == "none" else int(tile)
-torch.manual_seed(0)
-model = zoo.create_model(name, num_classes=2)
-bf16 = has_bf16()
-if what == "train":
+def training_step(name, size):
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=2)
     batch = 4
     x, y = torch.rand(batch, 1, size, size), torch.randint(0, 2, (batch, size, size))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -123,24 +120,47 @@ if what == "train":
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(); loss.backward(); opt.step()
-    run, images = step, batch
+    return step, batch
+
+def seconds(run):
+    t = time.perf_counter(); run(); return time.perf_counter() - t
+
+keep_freed_memory()
+name, what, size, tile, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+tile = None if tile == "none" else int(tile)
+bf16 = has_bf16()
+if what == "train_vs":  # this model's step against the peer's (argv[6]), in turns, in one process
+    runs = [training_step(name, size)[0], training_step(sys.argv[6], size)[0]]
+    for run in runs:
+        run()  # warm-up
+    times = [[], []]
+    for _ in range(reps):
+        for run, samples in zip(runs, times):
+            samples.append(seconds(run))
+    ms, peer_ms = (1000 * statistics.median(t) for t in times)
+    print(json.dumps({"step_ms": ms, "peer_step_ms": peer_ms, "ratio": ms / peer_ms, "bf16": bf16}))
+    sys.exit()
+if what == "train":
+    run, images = training_step(name, size)
 else:
-    model.eval()
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=2).eval()
     x = torch.randint(0, 256, (size, size), dtype=torch.uint8).numpy()
     run, images = (lambda: zoo.predict(model, x, tile=tile)), 1
 base = hwm_mb()
 run()  # warm-up
-times = []
-for _ in range(reps):
-    t = time.perf_counter(); run(); times.append(time.perf_counter() - t)
+times = [seconds(run) for _ in range(reps)]
 speed = images / statistics.median(times)
 print(json.dumps({"images_per_s": speed, "peak_growth_mb": hwm_mb() - base, "bf16": bf16}))
 """
 
 
-def measure(name: str, what: str, size: int, tile: int | None, reps: int) -> dict:
-    """One speed and memory figure, in a child process of its own (its VmHWM is its own)."""
-    args = [name, what, str(size), "none" if tile is None else str(tile), str(reps)]
+def measure(name: str, what: str, size: int, tile: int | None, reps: int, peer: str = PEER) -> dict:
+    """One speed and memory figure, in a child process of its own (its VmHWM is its own).
+
+    `what="train_vs"`: `name`'s training step time over `peer`'s, the two taking turns in one process.
+    """
+    args = [name, what, str(size), "none" if tile is None else str(tile), str(reps), peer]
     done = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{name} {what} {size}: {done.stderr[-2000:]}")
@@ -235,12 +255,11 @@ def main() -> None:
             row[f"{key}_images_per_s"] = round(statistics.median(m["images_per_s"] for m in s), 3)
             row[f"{key}_peak_mb"] = round(statistics.median(m["peak_growth_mb"] for m in s), 1)
         print(f"measured {key}", flush=True)
-    peer = next((r for r in rows if r["model"] == PEER), None)
-    if peer is not None and cases:
+    if cases:  # the ratio to the peer's step: both models in one process, in turns, per repetition
         for row in rows:
-            row["train_step_time_vs_unet"] = round(
-                peer["train_512_images_per_s"] / row["train_512_images_per_s"], 2
-            )
+            ratios = [measure(row["model"], "train_vs", 512, None, reps=5)["ratio"] for _ in range(args.reps)]
+            row["train_step_time_vs_unet"] = round(statistics.median(ratios), 2)
+        print("measured train_512 against unet", flush=True)
     loader = (
         {}
         if args.skip_speed

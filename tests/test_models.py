@@ -223,6 +223,34 @@ def test_skip_from_feeds_layer_outputs_to_the_head():
         torch.testing.assert_close(m.forward_features(x), torch.cat([outs[1], outs[-1]], dim=1))
 
 
+CONTEXT = [n for n in ALL if zoo.create_model(n).head_type == "context"]
+
+
+@pytest.mark.parametrize("name", CONTEXT)
+def test_context_models_match_the_head_written_out(name):
+    # The head by its definition: the last pooled_channels feature channels averaged over
+    # 29x29 windows (PyTorch's own average pooling, border windows over the pixels inside),
+    # concatenated after all features, then the 1x1 mix and the classifier. Training mode (batch
+    # statistics), so the gradients must agree too, whatever blocks the model hands its head.
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=3)
+    head = model.head
+    x = torch.rand(2, 1, 23, 37)
+    out = model(x)
+    out.square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    features = model.forward_features(x)
+    deep = features[:, -head.pooled_channels :]
+    window = torch.nn.functional.avg_pool2d(deep, 29, stride=1, padding=14, count_include_pad=False)
+    expected = head.conv(head.mix(torch.cat([features, window], dim=1)))
+    expected.square().mean().backward()
+    torch.testing.assert_close(out, expected)
+    for p, g in zip(model.parameters(), grads):
+        torch.testing.assert_close(g, p.grad)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

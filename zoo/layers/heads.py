@@ -65,14 +65,24 @@ class ContextHead(nn.Module):
         pooled = in_channels if pooled_channels is None else pooled_channels
         if not 1 <= pooled <= in_channels:
             raise ValueError(f"pooled_channels must be in [1, {in_channels}], found {pooled_channels!r}")
+        self.in_channels = in_channels
         self.pooled_channels = pooled
         self.pools = nn.ModuleList(BoxMean(k) for k in windows)
         self.mix = ConvBNAct(in_channels + pooled * len(self.pools), pooled, kernel_size=1)
         self.conv = nn.Conv2d(pooled, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        deep = x[:, x.shape[1] - self.pooled_channels :]
-        return self.conv(self.mix(torch.cat([x, *(pool(deep) for pool in self.pools)], dim=1)))
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Args:
+        x: the features, or their channel blocks in order (the concatenation is `in_channels`
+            wide; the pooled channels lie in the last block): read apart, nothing is concatenated
+            but the mix's input.
+        """
+        blocks = list(x) if isinstance(x, (list, tuple)) else [x]
+        last = blocks[-1]
+        channels = self.in_channels if len(blocks) == 1 else last.shape[1]  # an int under fx tracing too
+        # slicing all channels would still cost a zero-padded copy of the gradient in the backward
+        deep = last if channels == self.pooled_channels else last[:, channels - self.pooled_channels :]
+        return self.conv(self.mix(torch.cat([*blocks, *(pool(deep) for pool in self.pools)], dim=1)))
 
 
 def make_head(kind: str, in_channels: int, num_classes: int, pooled_channels: int | None = None) -> nn.Module:

@@ -175,17 +175,26 @@ class ZooModel(nn.Module):
         self.grad_checkpointing = enable
         return self
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's feature map, before the head."""
+    def run_blocks(self, blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`blocks(x)`, checkpointing each block when gradient checkpointing is on and training."""
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for block in self.features:
+            for block in blocks:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             return x
-        return self.features(x)
+        return blocks(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's feature map, before the head."""
+        return self.run_blocks(self.features, x)
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """What `forward` hands the head: `forward_features(x)` here; subclasses may hand over
+        the feature map as channel blocks that the head would otherwise take apart again."""
+        return self.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        out = self.head(self.forward_features(x))
+        out = self.head(self.head_input(x))
         if out.dim() == 4 and out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if not torch.is_grad_enabled():

@@ -24,9 +24,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn as nn
 
 from zoo.layers.conv import ConvBNAct
+from zoo.layers.heads import ContextHead
 from zoo.layers.shift_stitch import ShiftStitch
 from zoo.layers.skip import SkipConcat
 from zoo.models.base import (
@@ -150,6 +152,19 @@ class VGG(ZooModel):
             cut = skip_from + 1
             self.features = nn.Sequential(*layers[:cut], SkipConcat(nn.Sequential(*layers[cut:])))
             self._finish(widths[skip_from] + prev, pooled_channels=prev)
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """A context head behind a skip gets the skipped and the last layer's features apart.
+
+        The same values as the `SkipConcat` output, without building it: the head averages
+        only the deep block and concatenates everything once, and autograd adds no zero-padded
+        gradient of the whole feature map (about an eighth of a training step at 512x512).
+        """
+        skip = self.features[-1]
+        if not (isinstance(skip, SkipConcat) and isinstance(self.head, ContextHead)):
+            return super().head_input(x)
+        early = self.run_blocks(self.features[:-1], x)
+        return [early, self.run_blocks(skip.body, early)]
 
 
 @register_model
