@@ -35,6 +35,7 @@ MODELS = (
     "vgg7_dilated",
     "vgg7_dilated_context",
     "vgg7_dilated_skip_context",
+    "vgg7_dilated_skip16_context",
     "resnet18_dilated",
     "unet",
     "unet_small",
@@ -286,9 +287,12 @@ def main() -> None:
 
 
 def format_table(result: dict) -> str:
-    """The table of docs/benchmarks.md from the JSON (speed columns where the run measured them)."""
+    """The table of docs/benchmarks.md from the JSON (the quality and speed columns the run measured)."""
+    quality = any("membrane_iou" in r for r in result["rows"])
     speed = all("train_512_images_per_s" in r for r in result["rows"])
-    head = "| model | params | membrane IoU | membrane F1 | mean IoU | pixel acc | fit s |"
+    head = "| model | params |"
+    if quality:
+        head += " membrane IoU | membrane F1 | mean IoU | pixel acc | fit s |"
     if speed:
         head += (
             " train 512 img/s (x unet time) | train peak MB | infer 512 img/s "
@@ -296,12 +300,16 @@ def format_table(result: dict) -> str:
         )
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
     for r in result["rows"]:
-        seeds = r.get("membrane_iou_per_seed")
-        iou = f"{r.get('membrane_iou', '')}" + (f" ({', '.join(map(str, seeds.values()))})" if seeds else "")
-        line = (
-            f"| `{r['model']}` | {r['parameters']:,} | {iou} | {r.get('membrane_f1', '')} | "
-            f"{r.get('miou', '')} | {r.get('pixel_acc', '')} | {r.get('fit_seconds', '')} |"
-        )
+        line = f"| `{r['model']}` | {r['parameters']:,} |"
+        if quality:
+            seeds = r.get("membrane_iou_per_seed")
+            iou = f"{r.get('membrane_iou', '')}" + (
+                f" ({', '.join(map(str, seeds.values()))})" if seeds else ""
+            )
+            line += (
+                f" {iou} | {r.get('membrane_f1', '')} | {r.get('miou', '')} | {r.get('pixel_acc', '')} | "
+                f"{r.get('fit_seconds', '')} |"
+            )
         if speed:
             line += (
                 f" {r['train_512_images_per_s']:.2f} ({r.get('train_step_time_vs_unet', '')}x) | "

@@ -198,15 +198,19 @@ def test_context_head_count_by_formula():
     assert _count(zoo.create_model("vgg7_dilated", head="context")) == stack - pixel_head + context_head
 
 
-def test_skip_context_count_by_formula():
-    widths = (16, 24, 32, 32, 32, 32, 32)
+@pytest.mark.parametrize(
+    "name, skipped", [("vgg7_dilated_skip_context", 24), ("vgg7_dilated_skip16_context", 16)]
+)
+def test_skip_context_count_by_formula(name, skipped):
+    widths = (16, skipped, 32, 32, 32, 32, 32)
     stack = _plain_stack_count(widths, (3,) * 7, [False] * 7, 7, 1, 11, "pixel")
     pixel_head = 32 * 11 + 11
-    # the mix reads layer 2's 24 channels, the last 32 and their window mean (88 -> 32, bias, BN)
-    context_head = (88 * 32 + 32) + 2 * 32 + (32 * 11 + 11)
-    m = zoo.create_model("vgg7_dilated_skip_context")
+    # the mix reads layer 2's channels, the last 32 and their window mean (-> 32, bias, BN)
+    mixed = skipped + 32 + 32
+    context_head = (mixed * 32 + 32) + 2 * 32 + (32 * 11 + 11)
+    m = zoo.create_model(name)
     assert _count(m) == stack - pixel_head + context_head
-    assert m.feature_channels == 24 + 32
+    assert m.feature_channels == skipped + 32
 
 
 def test_skip_from_feeds_layer_outputs_to_the_head():

@@ -65,7 +65,7 @@ def test_every_model_but_the_wide_variants_ships():
 
 
 # registered after the scatter-layout weights were retired
-NEWER_THAN_SCATTER = {"vgg4_dilated_context", "vgg7_dilated_skip_context"}
+NEWER_THAN_SCATTER = {"vgg4_dilated_context", "vgg7_dilated_skip_context", "vgg7_dilated_skip16_context"}
 
 
 def test_default_weights_trained_on_the_m2nist_layout_and_scatter_weights_kept():

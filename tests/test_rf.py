@@ -15,6 +15,7 @@ from zoo.rf import receptive_field
         ("vgg7_dilated", 67),  # 1 + 2*(1+1+2+4+8+16+1)
         ("vgg7_dilated_context", 95),  # 67, then a 29x29 window mean: + 28
         ("vgg7_dilated_skip_context", 95),  # the same layers; the skip's field (5) is inside
+        ("vgg7_dilated_skip16_context", 95),
         ("vgg4_large_kernel", 21),  # 1 + 2+4+6+8
         ("cascade10", 21),  # 1 + 10*2
         ("cascade10_depthwise", 21),

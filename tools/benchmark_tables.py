@@ -73,6 +73,8 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/folder_aug.json": (folder_table, None),
     "benchmarks/folder_main_aug.json": (folder_table, None),
     "benchmarks/folder_context_aug.json": (folder_table, None),
+    "benchmarks/folder_speed.json": (folder_table, None),
+    "benchmarks/folder_skip16_aug.json": (folder_table, None),
 }
 
 

@@ -13,7 +13,8 @@ if [ "$tag" = m2nist ]; then configs=configs; runs=checkpoints/runs; else config
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
   models=(vgg4_dilated vgg4_dilated_context vgg4_strided vgg4_maxpool vgg4_stitch unet_small vgg7_dilated unet cascade10_depthwise
-          resnet18_strided cascade10 vgg4_large_kernel vgg7_dilated_context resnet18_dilated resnet18_dilated_degrid)
+          resnet18_strided cascade10 vgg4_large_kernel vgg7_dilated_context resnet18_dilated resnet18_dilated_degrid
+          vgg7_dilated_skip_context vgg7_dilated_skip16_context)
 fi
 for m in "${models[@]}"; do
   echo "== $m ($tag)"

@@ -17,6 +17,9 @@ beside each pixel's own; receptive field 95). `vgg4_dilated_context` gives the s
 same 7 layers at widths 16-24-32-32-32-32-32 whose head also sees layer 2's sharp features through
 a full-resolution skip (`SkipConcat`), as U-Net's top level does: 51k parameters, receptive field
 95, made for real images at their full size (docs/benchmarks.md, ISBI membranes).
+`vgg7_dilated_skip16_context` narrows its layer 2 (the skipped one) to 16 channels: widths that
+are multiples of 16 are what oneDNN's bf16 convolutions run fastest, and 24 input channels to a
+dilated convolution take the slower way around a oneDNN fault (`zoo.cpu.bf16_conv_fault`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ VGG4_WIDTHS = (16, 24, 32, 48)
 VGG7_WIDTHS = (16, 24, 32, 32, 48, 48, 48)
 VGG7_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 VGG7_SLIM_WIDTHS = (16, 24, 32, 32, 32, 32, 32)
+VGG7_SKIP16_WIDTHS = (16, 16, 32, 32, 32, 32, 32)
 WIDE_WIDTHS = (64, 128, 256, 512)
 
 
@@ -158,7 +162,7 @@ class VGG(ZooModel):
 
         The same values as the `SkipConcat` output, without building it: the head averages
         only the deep block and concatenates everything once, and autograd adds no zero-padded
-        gradient of the whole feature map (about an eighth of a training step at 512x512).
+        gradient of the whole feature map (docs/notes/2026-12-07-kernel-choices.md).
         """
         skip = self.features[-1]
         if not (isinstance(skip, SkipConcat) and isinstance(self.head, ContextHead)):
@@ -203,6 +207,12 @@ def vgg7_dilated_skip_context(**kwargs) -> VGG:
             **kwargs,
         }
     )
+
+
+@register_model
+def vgg7_dilated_skip16_context(**kwargs) -> VGG:
+    """`vgg7_dilated_skip_context` with a 16-channel layer 2, the one its skip carries: 47k parameters."""
+    return vgg7_dilated_skip_context(**{"widths": VGG7_SKIP16_WIDTHS, **kwargs})
 
 
 @register_model

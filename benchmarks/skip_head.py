@@ -1,0 +1,93 @@
+"""A context head behind a skip, reading its blocks apart or concatenated: `python benchmarks/skip_head.py`.
+
+`vgg7_dilated_skip_context`'s training step at 512x512 (batch 4, AdamW, bf16 autocast where the
+CPU has bf16 instructions), run two ways with the same weights:
+
+- "blocks": as the model runs it; the head gets the skipped and the deep features apart
+  (`ZooModel.head_input`);
+- "concatenated": the head reads the `SkipConcat` output, `model.head(model.forward_features(x))`,
+  as every model did before `head_input`;
+
+and `unet`'s step beside them. The three take turns in one process; medians of `--reps` steps.
+Printed as a table and written to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py beside this script
+
+from machine import describe  # noqa: E402
+from run import interleaved, write_json  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo.cpu import has_bf16, keep_freed_memory  # noqa: E402
+
+
+def training_step(model: torch.nn.Module, forward, size: int, bf16: bool):
+    """One AdamW step of cross-entropy on random data, the logits from `forward(x)`."""
+    x, y = torch.rand(4, 1, size, size), torch.randint(0, 2, (4, size, size))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(forward(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--json", default=str(HERE / "skip_head.json"))
+    args = parser.parse_args()
+    keep_freed_memory()
+    bf16 = has_bf16()
+    torch.manual_seed(0)
+    model = zoo.create_model("vgg7_dilated_skip_context", num_classes=2)
+    unet = zoo.create_model("unet", num_classes=2)
+
+    def concatenated(x: torch.Tensor) -> torch.Tensor:
+        return model.head(model.forward_features(x))
+
+    steps = {
+        "blocks": training_step(model, model, args.size, bf16),
+        "concatenated": training_step(model, concatenated, args.size, bf16),
+        "unet": training_step(unet, unet, args.size, bf16),
+    }
+    times = interleaved(list(steps.values()), "cpu", warmup=2, reps=args.reps, min_seconds=0.0)
+    ms = {name: 1000 * statistics.median(t) for name, t in zip(steps, times)}
+    rows = [{"step": name, "ms": round(v, 1), "vs_unet": round(v / ms["unet"], 2)} for name, v in ms.items()]
+    print("| step | ms | x unet |\n|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['step']} | {r['ms']} | {r['vs_unet']} |")
+    ratio = ms["blocks"] / ms["concatenated"]
+    print(f"blocks / concatenated: {ratio:.3f}")
+    write_json(
+        args.json,
+        {
+            "command": "python benchmarks/skip_head.py " + " ".join(sys.argv[1:]),
+            "machine": describe(),
+            "size": args.size,
+            "batch": 4,
+            "bf16": bf16,
+            "rows": rows,
+            "blocks_over_concatenated": round(ratio, 3),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
