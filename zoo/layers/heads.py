@@ -72,10 +72,12 @@ class ContextHead(nn.Module):
         self.conv = nn.Conv2d(pooled, num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """Args:
-        x: the features, or their channel blocks in order (the concatenation is `in_channels`
-            wide; the pooled channels lie in the last block): read apart, nothing is concatenated
-            but the mix's input.
+        """Class scores per pixel.
+
+        Args:
+            x: the features, or their channel blocks in order (together `in_channels` wide, the
+                pooled channels inside the last block); blocks are read apart, so nothing is
+                concatenated but the mix's input.
         """
         blocks = list(x) if isinstance(x, (list, tuple)) else [x]
         last = blocks[-1]
