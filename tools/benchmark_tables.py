@@ -75,6 +75,7 @@ TABLES: dict[str, tuple[Callable[[dict], str], str | None]] = {
     "benchmarks/folder_context_aug.json": (folder_table, None),
     "benchmarks/folder_speed.json": (folder_table, None),
     "benchmarks/folder_skip16_aug.json": (folder_table, None),
+    "benchmarks/folder_seeds34_aug.json": (folder_table, None),
 }
 
 
