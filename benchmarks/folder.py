@@ -11,8 +11,8 @@ file. Every model gets the same recipe, steps and batch. Written as a table and 
 - fit time, and per model a training step at 512x512 (batch 4, the precision training uses)
   and inference at 512x512 and 2048x2048 (whole and in tiles of 512): images/s and peak memory
   growth, each measured in its own child process (`VmHWM` from /proc/self/status); the training
-  step's time against `unet`'s with the two models taking turns in one process (median of 5
-  steps each, median over `--reps` processes);
+  step's time against `unet`'s with the two models taking turns in one process, each first in
+  half the turns (median of 6 steps each, median over `--reps` processes);
 - the data loader's own images/s (decoding, cropping and augmenting), with 0 and 2 workers.
 
 `--models`, `--epochs` and `--crops` shrink it; `--skip-train` re-measures speed only.
@@ -135,9 +135,9 @@ if what == "train_vs":  # this model's step against the peer's (argv[6]), in tur
     for run in runs:
         run()  # warm-up
     times = [[], []]
-    for _ in range(reps):
-        for run, samples in zip(runs, times):
-            samples.append(seconds(run))
+    for r in range(reps):  # which goes first alternates: the second of a pair ran measurably faster
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            times[i].append(seconds(runs[i]))
     ms, peer_ms = (1000 * statistics.median(t) for t in times)
     print(json.dumps({"step_ms": ms, "peer_step_ms": peer_ms, "ratio": ms / peer_ms, "bf16": bf16}))
     sys.exit()
@@ -258,7 +258,7 @@ def main() -> None:
         print(f"measured {key}", flush=True)
     if cases:  # the ratio to the peer's step: both models in one process, in turns, per repetition
         for row in rows:
-            ratios = [measure(row["model"], "train_vs", 512, None, reps=5)["ratio"] for _ in range(args.reps)]
+            ratios = [measure(row["model"], "train_vs", 512, None, reps=6)["ratio"] for _ in range(args.reps)]
             row["train_step_time_vs_unet"] = round(statistics.median(ratios), 2)
         print("measured train_512 against unet", flush=True)
     loader = (
