@@ -20,31 +20,16 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # zoo from this checkout; run.py beside this script
 
 from machine import describe  # noqa: E402
+from profile_step import make_step  # noqa: E402
 from run import interleaved, write_json  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.cpu import has_bf16, keep_freed_memory  # noqa: E402
-
-
-def training_step(model: torch.nn.Module, forward, size: int, bf16: bool):
-    """One AdamW step of cross-entropy on random data, the logits from `forward(x)`."""
-    x, y = torch.rand(4, 1, size, size), torch.randint(0, 2, (4, size, size))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(forward(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def main() -> None:
@@ -62,10 +47,11 @@ def main() -> None:
     def concatenated(x: torch.Tensor) -> torch.Tensor:
         return model.head(model.forward_features(x))
 
+    size = args.size
     steps = {
-        "blocks": training_step(model, model, args.size, bf16),
-        "concatenated": training_step(model, concatenated, args.size, bf16),
-        "unet": training_step(unet, unet, args.size, bf16),
+        "blocks": make_step(model, 4, size, size, bf16),
+        "concatenated": make_step(model, 4, size, size, bf16, forward=concatenated),
+        "unet": make_step(unet, 4, size, size, bf16),
     }
     times = interleaved(list(steps.values()), "cpu", warmup=2, reps=args.reps, min_seconds=0.0)
     ms = {name: 1000 * statistics.median(t) for name, t in zip(steps, times)}

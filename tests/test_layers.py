@@ -1,11 +1,15 @@
 """Stride-1 window means and the context head, against references written here."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
+from zoo.cpu import bf16_depthwise_build_stalls
 from zoo.layers import BoxMean, ContextHead, SkipConcat
 
 
@@ -93,12 +97,7 @@ print(out.dtype, x.grad.dtype)
 """
 
 
-def test_box_mean_avoids_the_bf16_kernels_onednn_stalls_on(tmp_path):
-    import subprocess
-    import sys
-
-    from zoo.cpu import bf16_depthwise_build_stalls
-
+def test_box_mean_avoids_the_bf16_kernels_onednn_stalls_on():
     # the boundary measured by tools/bf16_depthwise_stall.py: 2-16 channels, windows from 15
     assert [c for c in range(1, 40) if bf16_depthwise_build_stalls(c, 29)] == list(range(2, 17))
     assert not bf16_depthwise_build_stalls(16, 13) and bf16_depthwise_build_stalls(16, 15)
